@@ -1,0 +1,154 @@
+#pragma once
+// The compiled policy and the decision (contract "Decision", rules 1-12).
+// Pure: no sockets, no DNS, no clock reads — the caller supplies the facts
+// of a flow, the DNS answers it has, the gateway's own addresses and today's
+// date. A CompiledPolicy is immutable after compile(), so one snapshot is
+// shared by every worker without locks (hold it by shared_ptr while a flow
+// uses names that point into it).
+//
+// Deciding is two-phase because destination integrity needs DNS:
+//   Outcome o = policy.decide(facts, answers);
+//   if (o.needs_lookup) { resolve o.lookup_name; fill answers; o = policy.decide(facts, answers); }
+// The second call never asks again for a name whose answer it was given
+// (a failed lookup is an answer: it fails integrity, it is never an allow).
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "egressd/config/spec.hpp"
+#include "egressd/core/ip.hpp"
+#include "egressd/core/protocol.hpp"
+
+namespace egressd::policy {
+
+enum class Decision : std::uint8_t { allow, deny, audit_deny };
+std::string_view to_string(Decision d) noexcept;
+
+// What the gateway learnt about one flow (rule 1).
+struct FlowFacts {
+  std::string_view listener;  // listener name (reported only)
+  bool transparent = true;    // redirect/tproxy: the client chose dst, so integrity applies
+  IpAddress src;
+  IpAddress dst;              // original destination (transparent) or resolved target (explicit)
+  std::uint16_t port = 0;
+  Proto proto = Proto::tcp;
+  // The name from the traffic, raw (not yet validated or lowercased);
+  // nullopt when the bytes carried none.
+  std::optional<std::string_view> name;
+  bool tls_without_sni = false;  // a ClientHello with no server_name (rule 9)
+  bool ech = false;              // the ClientHello carried encrypted_client_hello (rule 10)
+  std::chrono::sys_days today{};  // UTC day, for `until`
+};
+
+// DNS answers the caller has for a name: every address seen for it within
+// dns.verify_window, or a failure.
+struct NameAnswer {
+  enum class Status : std::uint8_t { ok, failed };
+  Status status = Status::failed;
+  std::span<const IpAddress> addresses;  // when ok; may be empty (NODATA)
+  std::string_view error;               // when failed, e.g. "NXDOMAIN"
+};
+
+// Looks answers up for the decision. The gateway backs it with its DNS
+// cache; explain/test use AssumeIntegrity (no network).
+class NameAnswers {
+ public:
+  NameAnswers() = default;
+  NameAnswers(const NameAnswers&) = delete;
+  NameAnswers& operator=(const NameAnswers&) = delete;
+  virtual ~NameAnswers() = default;
+  // nullopt = not known yet (the decision will ask for a lookup).
+  [[nodiscard]] virtual std::optional<NameAnswer> find(std::string_view canonical_name) const = 0;
+};
+
+// For `explain` and `test`: a host match counts as a match, its integrity
+// mode is reported, nothing is resolved (contract: "need no network").
+class AssumeIntegrity final : public NameAnswers {
+ public:
+  [[nodiscard]] std::optional<NameAnswer> find(std::string_view) const override;
+};
+
+struct Verdict {
+  Decision decision = Decision::deny;
+  // A rule name, "default", or "builtin:<check>". Points into the
+  // CompiledPolicy or static storage: valid while the policy lives.
+  std::string_view rule;
+  std::string reason;  // one human sentence for the log and explain
+  // The deciding allow host entry's integrity mode, when one decided.
+  std::optional<config::Integrity> integrity;
+  // Where to connect when the flow passes: dst, or the resolved address
+  // under `resolve`. Unset on deny, and under AssumeIntegrity with resolve.
+  std::optional<IpAddress> connect_to;
+  bool matched_by_host = false;  // the deciding allow came from a host entry
+};
+
+struct Outcome {
+  bool needs_lookup = false;
+  std::string lookup_name;  // canonical name to resolve when needs_lookup
+  Verdict verdict;          // final when !needs_lookup
+};
+
+struct PolicyStats {
+  std::size_t rules = 0;
+  std::size_t exact_hosts = 0;
+  std::size_t wildcard_hosts = 0;
+  std::size_t cidrs = 0;
+  std::size_t memory_bytes = 0;  // approximate footprint of the matchers
+};
+
+class CompiledPolicy {
+ public:
+  // Compiles a validated spec. `own_addresses` are every address of the
+  // gateway's host (always denied by the guard, rule 7); `tls` and the
+  // policy section come from the same config.
+  static std::shared_ptr<const CompiledPolicy> compile(const config::PolicySpec& spec,
+                                                       const config::TlsSpec& tls,
+                                                       std::vector<IpAddress> own_addresses = {});
+
+  CompiledPolicy(const CompiledPolicy&) = delete;
+  CompiledPolicy& operator=(const CompiledPolicy&) = delete;
+  ~CompiledPolicy();
+
+  // Rules 2-10. Never throws; allocation-free on the common path except
+  // the verdict's reason text.
+  [[nodiscard]] Outcome decide(const FlowFacts& facts, const NameAnswers& answers) const;
+
+  // Rule 11: can a name from the traffic still change the decision for a
+  // flow from `src` to `port` on this listener? False when no host entry of
+  // any rule (allow or deny) could match that source and port: the gateway
+  // then decides at once, without waiting for client bytes.
+  [[nodiscard]] bool name_can_matter(std::string_view listener, const IpAddress& src,
+                                     std::uint16_t port) const noexcept;
+
+  [[nodiscard]] PolicyStats stats() const noexcept;
+
+  struct Impl;
+
+ private:
+  explicit CompiledPolicy(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Result of one policy test case (config `tests:` or a CASES file).
+struct TestResult {
+  const config::TestCase* test = nullptr;
+  bool passed = false;
+  Verdict verdict;
+  std::string failure;  // e.g. `expected allow (rule github), got deny (rule default): ...`
+};
+
+// Runs cases against the policy without network (AssumeIntegrity).
+// `listener_names`: the config's listeners with their modes, to resolve a
+// case's `listener` (default: the first redirect listener).
+std::vector<TestResult> run_tests(const CompiledPolicy& policy,
+                                  const std::vector<config::ListenerSpec>& listeners,
+                                  std::span<const config::TestCase> cases,
+                                  std::chrono::sys_days today);
+
+}  // namespace egressd::policy
