@@ -1,0 +1,56 @@
+#include "flow_services.hpp"
+
+#include "egressd/dns/resolver.hpp"
+#include "egressd/log/access_log.hpp"
+#include "egressd/metrics/registry.hpp"
+
+namespace egressd::flow {
+
+void note_flow_opened(Worker& worker, const ListenerInfo& listener) {
+  worker.metrics().flow_opened(listener.index);
+}
+
+void note_flow_closed(Worker& worker, const ListenerInfo& listener, const log::FlowRecord& record) {
+  auto& m = worker.metrics();
+  m.add_bytes(listener.index, record.bytes_up, record.bytes_down);
+  m.flow_closed(listener.index, record.proto, record.decision, record.rule, record.duration);
+}
+
+void note_connect_failure(Worker& worker, std::string_view reason) {
+  metrics::ConnectFailure f = metrics::ConnectFailure::other;
+  if (reason == "refused") f = metrics::ConnectFailure::refused;
+  else if (reason == "timeout") f = metrics::ConnectFailure::timeout;
+  else if (reason == "unreachable") f = metrics::ConnectFailure::unreachable;
+  else if (reason == "reset") f = metrics::ConnectFailure::reset;
+  worker.metrics().upstream_connect_failed(f);
+}
+
+void submit_record(Worker& worker, log::FlowRecord&& record) {
+  if (auto* access_log = worker.services().access_log) access_log->submit(std::move(record));
+}
+
+policy::Outcome decide(Worker& worker, const policy::CompiledPolicy& policy,
+                       const policy::FlowFacts& facts, const ResolvedName* resolved) {
+  const dns::Cache* cache = worker.services().dns_cache;
+  if (cache == nullptr) {
+    const policy::AssumeIntegrity none;
+    return policy.decide(facts, none);
+  }
+  dns::CacheAnswers answers(*cache, dns::Clock::now());
+  if (resolved != nullptr) answers.pin(resolved->name, resolved->answer);
+  return policy.decide(facts, answers);
+}
+
+boost::asio::awaitable<ResolvedName> resolve_name(Worker& worker, std::string name) {
+  ResolvedName out;
+  out.name = name;
+  if (auto* resolver = worker.services().resolver) {
+    out.answer = co_await resolver->resolve(std::move(name));
+  } else {
+    out.answer.status = dns::Answer::Status::failed;
+    out.answer.error = "no resolver";
+  }
+  co_return out;
+}
+
+}  // namespace egressd::flow

@@ -1,0 +1,35 @@
+#pragma once
+// The flow's calls into the process-wide services (metrics, access log,
+// DNS), in one place so flow.cpp reads as the life of a flow.
+
+#include <boost/asio/awaitable.hpp>
+
+#include <string>
+#include <string_view>
+
+#include "egressd/dns/cache.hpp"
+#include "egressd/flow/worker.hpp"
+#include "egressd/log/record.hpp"
+#include "egressd/policy/policy.hpp"
+
+namespace egressd::flow {
+
+void note_flow_opened(Worker& worker, const ListenerInfo& listener);
+void note_flow_closed(Worker& worker, const ListenerInfo& listener, const log::FlowRecord& record);
+void note_connect_failure(Worker& worker, std::string_view reason);
+void submit_record(Worker& worker, log::FlowRecord&& record);
+
+// A lookup this flow made and waited for: its answer is used as is, even
+// if the shared cache has evicted it since.
+struct ResolvedName {
+  std::string name;
+  dns::Answer answer;
+};
+
+// decide() against the shared DNS cache (plus `resolved`, when set).
+policy::Outcome decide(Worker& worker, const policy::CompiledPolicy& policy,
+                       const policy::FlowFacts& facts, const ResolvedName* resolved);
+// Resolves `name` through the shared resolver (a failure is an answer too).
+boost::asio::awaitable<ResolvedName> resolve_name(Worker& worker, std::string name);
+
+}  // namespace egressd::flow

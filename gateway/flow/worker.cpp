@@ -1,0 +1,126 @@
+#include "egressd/flow/worker.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <functional>
+
+#include "egressd/log/access_log.hpp"
+#include "egressd/metrics/registry.hpp"
+
+namespace egressd::flow {
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+
+// Accepts until the acceptor is closed. Never spins: when the process is
+// out of file descriptors, or the access log asks to stop taking new flows
+// (on_full: block), it waits a little and tries again.
+asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
+                                  tcp::acceptor& acceptor) {
+  asio::steady_timer pause(acceptor.get_executor());
+  for (;;) {
+    const log::AccessLog* access_log = worker.services().access_log;
+    while (access_log != nullptr && access_log->accepting_paused() && acceptor.is_open()) {
+      pause.expires_after(std::chrono::milliseconds(5));
+      co_await pause.async_wait(kNoThrow);
+    }
+    auto [ec, socket] = co_await acceptor.async_accept(kNoThrow);
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) {
+      // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on the error.
+      pause.expires_after(std::chrono::milliseconds(50));
+      co_await pause.async_wait(kNoThrow);
+      continue;
+    }
+    asio::co_spawn(worker.io(), run_flow(worker, listener, std::move(socket)), asio::detached);
+  }
+}
+
+}  // namespace
+
+bool SourceLimiter::try_acquire(const IpAddress& src) {
+  std::lock_guard lock(mu_);
+  auto& n = counts_[src];
+  if (n >= max_) {
+    if (n == 0) counts_.erase(src);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void SourceLimiter::release(const IpAddress& src) {
+  std::lock_guard lock(mu_);
+  auto it = counts_.find(src);
+  if (it == counts_.end()) return;
+  if (--it->second == 0) counts_.erase(it);
+}
+
+std::size_t SourceLimiter::Hash::operator()(const IpAddress& ip) const noexcept {
+  std::size_t h = 1469598103934665603ULL;
+  for (auto b : ip.bytes()) h = (h ^ b) * 1099511628211ULL;
+  return h;
+}
+
+Worker::Worker(std::size_t index, const Services& services, std::size_t max_flows,
+               std::size_t max_pipes)
+    : index_(index), services_(services), max_flows_(max_flows), pipes_(max_pipes) {}
+
+Worker::~Worker() = default;
+
+metrics::WorkerMetrics& Worker::metrics() {
+  return services_.metrics->worker(static_cast<unsigned>(index_));
+}
+
+void Worker::publish(std::shared_ptr<const Snapshot> s) {
+  asio::post(io_, [this, s = std::move(s)]() mutable { snapshot_ = std::move(s); });
+}
+
+void Worker::serve(std::shared_ptr<const ListenerInfo> listener, tcp::acceptor acceptor) {
+  acceptors_.push_back(std::make_unique<tcp::acceptor>(std::move(acceptor)));
+  tcp::acceptor& a = *acceptors_.back();
+  asio::co_spawn(io_, accept_loop(*this, std::move(listener), a), asio::detached);
+}
+
+void Worker::close_listeners() {
+  asio::post(io_, [this] {
+    for (auto& a : acceptors_) {
+      boost::system::error_code ignored;
+      a->close(ignored);
+    }
+  });
+}
+
+void Worker::stop_flows(relay::EndReason reason) {
+  asio::post(io_, [this, reason] {
+    for (auto& f : flows_) {
+      f.stop_requested = true;
+      f.stop_reason = reason;
+      boost::system::error_code ignored;
+      if (f.control != nullptr) f.control->stop_reason = reason;
+      if (f.client != nullptr) f.client->close(ignored);
+      if (f.upstream != nullptr) f.upstream->close(ignored);
+    }
+  });
+}
+
+std::list<ActiveFlow>::iterator Worker::register_flow() {
+  active_count_.fetch_add(1, std::memory_order_relaxed);
+  flows_.emplace_front();
+  return flows_.begin();
+}
+
+void Worker::unregister_flow(std::list<ActiveFlow>::iterator it) {
+  flows_.erase(it);
+  active_count_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace egressd::flow

@@ -1,0 +1,335 @@
+#include "egressd/server/gateway.hpp"
+
+#include <sched.h>
+#include <sys/socket.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <fstream>
+#include <ostream>
+#include <thread>
+
+#include "egressd/admin/admin_server.hpp"
+#include "egressd/cli/validate.hpp"
+#include "egressd/dns/cache.hpp"
+#include "egressd/dns/host_addresses.hpp"
+#include "egressd/dns/resolver.hpp"
+#include "egressd/flow/worker.hpp"
+#include "egressd/log/access_log.hpp"
+#include "egressd/metrics/registry.hpp"
+#include "egressd/net/socket.hpp"
+#include "egressd/version.hpp"
+
+namespace egressd::server {
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+unsigned usable_cpus() {
+  unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    cpus = static_cast<unsigned>(std::max(1, CPU_COUNT(&set)));
+  }
+  // cgroup v2: "max 100000" (no quota) or "QUOTA PERIOD".
+  std::ifstream cpu_max("/sys/fs/cgroup/cpu.max");
+  std::string quota;
+  double period = 0;
+  if (cpu_max >> quota >> period && quota != "max" && period > 0) {
+    try {
+      const double q = std::stod(quota);
+      const auto by_quota = static_cast<unsigned>(std::ceil(q / period));
+      cpus = std::clamp(by_quota, 1U, cpus);
+    } catch (const std::exception&) {
+      // A malformed cpu.max leaves the affinity count.
+    }
+  }
+  return cpus;
+}
+
+namespace {
+
+std::string_view mode_name(config::ListenerMode m) {
+  switch (m) {
+    case config::ListenerMode::redirect: return "redirect";
+    case config::ListenerMode::tproxy: return "tproxy";
+    case config::ListenerMode::explicit_proxy: return "explicit";
+  }
+  return "redirect";
+}
+
+// Listener kinds that later releases bring; refused at start, clearly.
+std::optional<std::string> unsupported(const config::ListenerSpec& l) {
+  if (l.mode == config::ListenerMode::explicit_proxy)
+    return "listener '" + l.name + "': mode explicit (HTTP CONNECT proxy) is not supported by this build yet";
+  if (l.proxy_protocol)
+    return "listener '" + l.name + "': proxy_protocol is not supported by this build yet";
+  if (l.forward) return "listener '" + l.name + "': forward (node agent) is not supported by this build yet";
+  return std::nullopt;
+}
+
+// Binds one SO_REUSEPORT acceptor of `l` on `io`: every worker gets its own,
+// and the kernel spreads connections across them.
+tcp::acceptor bind_listener(asio::io_context& io, const config::ListenerSpec& l) {
+  const auto address = asio::ip::make_address(l.address.ip.to_string());
+  const tcp::endpoint ep(address, l.address.port);
+  tcp::acceptor a(io);
+  a.open(ep.protocol());
+  a.set_option(tcp::acceptor::reuse_address(true));
+  const int one = 1;
+  if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    throw std::runtime_error("cannot set SO_REUSEPORT on listener '" + l.name + "'");
+  }
+  if (l.mode == config::ListenerMode::tproxy) {
+    if (auto err = net::set_transparent(a.native_handle(), ep.address().is_v6())) {
+      throw std::runtime_error("listener '" + l.name + "': " + *err);
+    }
+  }
+  boost::system::error_code ec;
+  a.bind(ep, ec);
+  if (ec) {
+    throw std::runtime_error("cannot listen on " + l.address.to_string() + " for listener '" +
+                             l.name + "': " + ec.message());
+  }
+  a.listen(asio::socket_base::max_listen_connections);
+  return a;
+}
+
+spdlog::level::level_enum parse_level(const std::string& s) {
+  if (s == "debug") return spdlog::level::debug;
+  if (s == "warn") return spdlog::level::warn;
+  if (s == "error") return spdlog::level::err;
+  return spdlog::level::info;
+}
+
+class Gateway {
+ public:
+  Gateway(std::string config_path, cli::ValidatedConfig validated)
+      : config_path_(std::move(config_path)),
+        config_(std::move(*validated.config)),
+        cache_(dns::CacheOptions::from(config_.dns)),
+        resolver_(cache_, dns::ResolverOptions::from(config_.dns)),
+        source_limiter_(config_.limits.max_connections_per_source) {}
+
+  int run() {
+    const unsigned worker_count = config_.workers != 0 ? config_.workers : usable_cpus();
+    auto log = log::AccessLog::open(config_.access_log);
+    if (!log) {
+      spdlog::error("cannot open access log {}: {}", config_.access_log.path, log.error().message());
+      return 1;
+    }
+    access_log_ = std::move(*log);
+    std::vector<std::string> listener_names;
+    for (const auto& l : config_.listeners) listener_names.push_back(l.name);
+    metrics_ = std::make_unique<metrics::Registry>(worker_count, std::move(listener_names), kVersion);
+    metrics_->set_access_log_dropped_source([this] { return access_log_->dropped_total(); });
+
+    own_addresses_ = dns::own_host_addresses();
+    publish_config(config_, /*generation=*/1);
+    metrics_->config_loaded(1, std::chrono::system_clock::now());
+
+    // Limits: each flow holds two descriptors; pipes hold two each while
+    // busy. Leave headroom so accept() does not meet EMFILE first.
+    const std::uint64_t fds = net::fd_limit();
+    const std::size_t pipes_per_worker = std::clamp<std::size_t>(fds / 16 / worker_count, 4, 256);
+    std::uint64_t max_connections = config_.limits.max_connections;
+    const std::uint64_t reserve = 64 + 2ULL * pipes_per_worker * worker_count;
+    if (max_connections == 0) max_connections = fds > reserve + 2 ? (fds - reserve) / 2 : 1;
+    const std::size_t per_worker = (max_connections + worker_count - 1) / worker_count;
+
+    flow::Services services;
+    services.access_log = access_log_.get();
+    services.metrics = metrics_.get();
+    services.resolver = &resolver_;
+    services.dns_cache = &cache_;
+    services.source_limiter = &source_limiter_;
+    services.verify_window = config_.dns.verify_window;
+    for (unsigned i = 0; i < worker_count; ++i) {
+      workers_.push_back(std::make_unique<flow::Worker>(i, services, per_worker, pipes_per_worker));
+      workers_.back()->publish(snapshot_);
+    }
+
+    // Bind everything before serving anything: a listener that cannot be
+    // bound stops the start with one clear sentence.
+    try {
+      for (std::size_t li = 0; li < config_.listeners.size(); ++li) {
+        const auto& l = config_.listeners[li];
+        auto info = std::make_shared<flow::ListenerInfo>();
+        info->name = l.name;
+        info->mode = l.mode;
+        info->address = l.address;
+        info->index = li;
+        for (auto& w : workers_) w->serve(info, bind_listener(w->io(), l));
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+      access_log_->stop();
+      return 1;
+    }
+
+    admin_ = std::make_unique<admin::AdminServer>(control_io_, config_.admin.address,
+                                                  [this] { return metrics_->render(); });
+    if (auto error = admin_->start()) {
+      spdlog::error("cannot serve admin on {}: {}", config_.admin.address.to_string(), *error);
+      access_log_->stop();
+      return 1;
+    }
+
+    for (auto& w : workers_) {
+      threads_.emplace_back([&io = w->io()] {
+        auto guard = asio::make_work_guard(io);
+        io.run();
+      });
+    }
+    for (const auto& l : config_.listeners) {
+      spdlog::info("listener {} ({}) on {}", l.name, mode_name(l.mode), l.address.to_string());
+    }
+    spdlog::info("admin on http://{} (/metrics /healthz /readyz)", config_.admin.address.to_string());
+    spdlog::info("egressd {} serving with {} worker{}, up to {} connections; access log: {}",
+                 kVersion, worker_count, worker_count == 1 ? "" : "s", max_connections,
+                 config_.access_log.path == "-" ? std::string("stdout") : config_.access_log.path);
+    admin_->set_ready(true);
+
+    asio::signal_set signals(control_io_, SIGTERM, SIGINT);
+    asio::signal_set hup(control_io_, SIGHUP, SIGUSR1);
+    signals.async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      spdlog::info("signal {}: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      asio::co_spawn(control_io_, drain(), asio::detached);
+    });
+    wait_hup_usr1(hup);
+    control_io_.run();
+
+    for (auto& w : workers_) w->io().stop();
+    for (auto& t : threads_) t.join();
+    access_log_->stop();
+    spdlog::info("drained; exiting");
+    return 0;
+  }
+
+ private:
+  void wait_hup_usr1(asio::signal_set& set) {
+    set.async_wait([this, &set](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      if (sig == SIGUSR1) {
+        spdlog::info("SIGUSR1: reopening the access log");
+        access_log_->reopen();
+      } else {
+        reload();
+      }
+      wait_hup_usr1(set);
+    });
+  }
+
+  void publish_config(const config::ConfigSpec& cfg, std::uint64_t generation) {
+    auto snap = std::make_shared<flow::Snapshot>();
+    snap->policy = policy::CompiledPolicy::compile(cfg.policy, cfg.tls, own_addresses_);
+    snap->timeouts = cfg.timeouts;
+    snap->tls = cfg.tls;
+    snap->upstream_mark = cfg.upstream.mark;
+    snap->generation = generation;
+    snapshot_ = std::move(snap);
+    for (auto& w : workers_) w->publish(snapshot_);
+  }
+
+  // SIGHUP: a config that fails validation or its own tests is rejected
+  // whole; the old policy keeps serving.
+  void reload() {
+    auto v = cli::load_and_validate(config_path_, cli::utc_today());
+    for (const auto& d : v.diagnostics) spdlog::warn("{}", d.to_string());
+    if (!v.ok()) {
+      spdlog::error("reload of {} rejected; the previous config keeps serving", config_path_);
+      metrics_->reload_failed();
+      return;
+    }
+    publish_config(*v.config, snapshot_->generation + 1);
+    metrics_->reload_succeeded(snapshot_->generation, std::chrono::system_clock::now());
+    spdlog::info("reloaded {} (generation {})", config_path_, snapshot_->generation);
+  }
+
+  std::size_t active_flows() const {
+    std::size_t n = 0;
+    for (const auto& w : workers_) n += w->active_flows();
+    return n;
+  }
+
+  // SIGTERM/SIGINT: readiness 503 at once; keep accepting for drain_delay
+  // (load balancers need time to notice); close the listeners; give open
+  // flows timeouts.drain; stop the rest as `drained`; flush; exit 0.
+  asio::awaitable<void> drain() {
+    admin_->set_draining();
+    asio::steady_timer timer(control_io_);
+    timer.expires_after(config_.timeouts.drain_delay);
+    co_await timer.async_wait(asio::use_awaitable);
+    for (auto& w : workers_) w->close_listeners();
+    spdlog::info("listeners closed; {} flow(s) open, waiting up to {} ms", active_flows(),
+                 config_.timeouts.drain.count());
+    const auto deadline = std::chrono::steady_clock::now() + config_.timeouts.drain;
+    while (active_flows() > 0 && std::chrono::steady_clock::now() < deadline) {
+      timer.expires_after(std::chrono::milliseconds(50));
+      co_await timer.async_wait(asio::use_awaitable);
+    }
+    if (active_flows() > 0) {
+      spdlog::info("closing {} flow(s) still open", active_flows());
+      for (auto& w : workers_) w->stop_flows(relay::EndReason::drained);
+      // Let them write their records.
+      const auto hard = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      while (active_flows() > 0 && std::chrono::steady_clock::now() < hard) {
+        timer.expires_after(std::chrono::milliseconds(10));
+        co_await timer.async_wait(asio::use_awaitable);
+      }
+    }
+    admin_->stop();
+    control_io_.stop();
+  }
+
+  std::string config_path_;
+  config::ConfigSpec config_;
+  asio::io_context control_io_{1};
+  dns::Cache cache_;
+  dns::Resolver resolver_;
+  flow::SourceLimiter source_limiter_;
+  std::unique_ptr<log::AccessLog> access_log_;
+  std::unique_ptr<metrics::Registry> metrics_;
+  std::unique_ptr<admin::AdminServer> admin_;
+  std::vector<IpAddress> own_addresses_;
+  std::shared_ptr<const flow::Snapshot> snapshot_;
+  std::vector<std::unique_ptr<flow::Worker>> workers_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
+int run_gateway(const RunOptions& options, std::ostream& err) {
+  auto logger = spdlog::stderr_color_mt("egressd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(parse_level(options.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
+
+  auto validated = cli::load_and_validate(options.config_path, cli::utc_today());
+  for (const auto& d : validated.diagnostics) err << d.to_string() << '\n';
+  if (!validated.ok()) {
+    err << "egressd: " << options.config_path << " is not a valid config; nothing was started\n";
+    return 1;
+  }
+  for (const auto& l : validated.config->listeners) {
+    if (auto why = unsupported(l)) {
+      err << "egressd: " << *why << "\n";
+      return 1;
+    }
+  }
+  Gateway gateway(options.config_path, std::move(validated));
+  return gateway.run();
+}
+
+}  // namespace egressd::server

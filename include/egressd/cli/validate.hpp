@@ -1,0 +1,37 @@
+#pragma once
+// Load, validate, compile and self-test a config: what `check`, `explain`,
+// `test`, start-up and reload all need, so they agree on what "valid" means.
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "egressd/config/loader.hpp"
+#include "egressd/config/spec.hpp"
+#include "egressd/policy/policy.hpp"
+
+namespace egressd::cli {
+
+struct ValidatedConfig {
+  std::optional<config::ConfigSpec> config;  // set unless loading failed
+  std::shared_ptr<const policy::CompiledPolicy> policy;  // set unless loading failed
+  std::vector<config::Diagnostic> diagnostics;  // errors, warnings, failed own tests
+
+  // No error: the config may replace a running one.
+  [[nodiscard]] bool ok() const noexcept;
+};
+
+// Loads `path`, compiles its policy and, when `run_own_tests`, runs the
+// config's own `tests:`; a failing case is an error diagnostic at its
+// position. `today` is the UTC day `until` is compared with.
+ValidatedConfig load_and_validate(const std::string& path, std::chrono::sys_days today,
+                                  bool run_own_tests = true);
+
+// Today's date in UTC.
+std::chrono::sys_days utc_today();
+// "YYYY-MM-DD" (a real calendar date) or nullopt.
+std::optional<std::chrono::sys_days> parse_date(std::string_view text);
+
+}  // namespace egressd::cli

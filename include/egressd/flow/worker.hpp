@@ -1,0 +1,152 @@
+#pragma once
+// A worker: one thread, one io_context, its own acceptors, pools and
+// metrics shard. Flows never leave the worker that accepted them, so
+// nothing on the per-flow path is shared but the policy snapshot (an
+// immutable object held by shared_ptr) and the DNS cache.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "egressd/config/spec.hpp"
+#include "egressd/core/ip.hpp"
+#include "egressd/policy/policy.hpp"
+#include "egressd/relay/relay.hpp"
+
+namespace egressd::dns {
+class Resolver;
+class Cache;
+}  // namespace egressd::dns
+namespace egressd::log {
+class AccessLog;
+}
+namespace egressd::metrics {
+class Registry;
+class WorkerMetrics;
+}  // namespace egressd::metrics
+
+namespace egressd::flow {
+
+// What a config reload swaps: everything a new flow reads at its start.
+struct Snapshot {
+  std::shared_ptr<const policy::CompiledPolicy> policy;
+  config::TimeoutsSpec timeouts;
+  config::TlsSpec tls;
+  std::uint32_t upstream_mark = 0;
+  std::uint64_t generation = 0;
+};
+
+struct ListenerInfo {
+  std::string name;
+  config::ListenerMode mode = config::ListenerMode::redirect;
+  Endpoint address;
+  std::size_t index = 0;  // position in the config, for metric shards
+};
+
+// Per-source connection counts shared by all workers; only used when
+// limits.max_connections_per_source is set (a short critical section per
+// flow start and end, never per byte).
+class SourceLimiter {
+ public:
+  explicit SourceLimiter(std::uint32_t max_per_source) : max_(max_per_source) {}
+  // False when `src` is at its limit (nothing is taken then).
+  bool try_acquire(const IpAddress& src);
+  void release(const IpAddress& src);
+  [[nodiscard]] bool enabled() const noexcept { return max_ != 0; }
+
+ private:
+  struct Hash {
+    std::size_t operator()(const IpAddress& ip) const noexcept;
+  };
+  std::uint32_t max_;
+  std::mutex mu_;
+  std::unordered_map<IpAddress, std::uint32_t, Hash> counts_;
+};
+
+// Process-wide services the workers use; each is thread-safe.
+struct Services {
+  log::AccessLog* access_log = nullptr;
+  metrics::Registry* metrics = nullptr;
+  dns::Resolver* resolver = nullptr;
+  dns::Cache* dns_cache = nullptr;
+  SourceLimiter* source_limiter = nullptr;
+  std::chrono::milliseconds verify_window{300'000};
+};
+
+// A flow as seen by whoever must stop it (drain's end, revoke).
+struct ActiveFlow {
+  boost::asio::ip::tcp::socket* client = nullptr;
+  boost::asio::ip::tcp::socket* upstream = nullptr;
+  relay::RelayControl* control = nullptr;
+  bool stop_requested = false;
+  relay::EndReason stop_reason = relay::EndReason::drained;
+};
+
+class Worker {
+ public:
+  Worker(std::size_t index, const Services& services, std::size_t max_flows,
+         std::size_t max_pipes);
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  ~Worker();
+
+  [[nodiscard]] std::size_t index() const noexcept { return index_; }
+  boost::asio::io_context& io() noexcept { return io_; }
+  [[nodiscard]] const Services& services() const noexcept { return services_; }
+  metrics::WorkerMetrics& metrics();
+
+  // Worker thread only.
+  [[nodiscard]] const std::shared_ptr<const Snapshot>& snapshot() const noexcept {
+    return snapshot_;
+  }
+  // Any thread: new flows on this worker see `s` from the next accept on.
+  void publish(std::shared_ptr<const Snapshot> s);
+
+  // Starts accepting on `acceptor` (already bound and listening) on this
+  // worker's thread.
+  void serve(std::shared_ptr<const ListenerInfo> listener,
+             boost::asio::ip::tcp::acceptor acceptor);
+  // Any thread: close this worker's acceptors (drain: stop taking flows).
+  void close_listeners();
+  // Any thread: stop every open flow with `reason` (drain's end, revoke).
+  void stop_flows(relay::EndReason reason);
+
+  [[nodiscard]] std::size_t active_flows() const noexcept { return active_count_.load(); }
+
+  relay::PipePool& pipes() noexcept { return pipes_; }
+  relay::BufferPool& buffers() noexcept { return buffers_; }
+
+  // Worker thread only: flow bookkeeping (flow.cpp).
+  std::list<ActiveFlow>::iterator register_flow();
+  void unregister_flow(std::list<ActiveFlow>::iterator it);
+  // More flows open on this worker than its share of limits.max_connections.
+  [[nodiscard]] bool over_capacity() const noexcept { return active_count_.load() > max_flows_; }
+
+ private:
+  std::size_t index_;
+  Services services_;
+  boost::asio::io_context io_{1};
+  std::shared_ptr<const Snapshot> snapshot_;
+  std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;
+  std::list<ActiveFlow> flows_;
+  std::atomic<std::size_t> active_count_{0};
+  std::size_t max_flows_;
+  relay::PipePool pipes_;
+  relay::BufferPool buffers_;
+};
+
+// The life of one connection, accept to flow record (see README "Life of
+// a flow"). Runs on `worker`'s thread; never throws.
+boost::asio::awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
+                                      boost::asio::ip::tcp::socket client);
+
+}  // namespace egressd::flow
