@@ -1,0 +1,207 @@
+"""Admin endpoints, live metrics (promtool), `open` records of long flows,
+and the SIGTERM drain."""
+
+import hashlib
+import json
+import signal
+import subprocess
+import time
+
+import harness
+import world as W
+
+A = W.addr
+
+RULES = [
+    {"name": "web", "to": [{"host": "allowed.test", "ports": [443, 80]}]},
+    {"name": "echo", "to": [{"cidr": W.ECHO_IP + "/32", "ports": [W.ECHO_PORT]}]},
+]
+
+CONTRACT_METRICS = [
+    ("egressd_flows_total", "counter"), ("egressd_flows_active", "gauge"),
+    ("egressd_flow_bytes_total", "counter"), ("egressd_flow_duration_seconds", "histogram"),
+    ("egressd_http_requests_total", "counter"), ("egressd_upstream_connect_failures_total", "counter"),
+    ("egressd_dns_queries_total", "counter"), ("egressd_access_log_dropped_total", "counter"),
+    ("egressd_config_reloads_total", "counter"),
+    ("egressd_config_last_reload_success_timestamp_seconds", "gauge"),
+    ("egressd_config_generation", "gauge"), ("egressd_build_info", "gauge"),
+    ("process_cpu_seconds_total", "counter"), ("process_resident_memory_bytes", "gauge"),
+    ("process_open_fds", "gauge"), ("process_max_fds", "gauge"), ("process_start_time_seconds", "gauge"),
+]
+
+
+def setUpModule():
+    harness.module_world("redirect")
+
+
+def tearDownModule():
+    harness.close_world()
+
+
+class HeldFlow:
+    """An echo connection from the pod kept open until released."""
+
+    def __init__(self, test, dst, defer=False):
+        self.test = test
+        self.defer = defer
+        self.p = test.world.client_popen("hold", "--dst", dst, *(["--defer"] if defer else []))
+        test.addCleanup(lambda: self.p.poll() is None and self.p.kill())
+        if defer:
+            self._line()  # {"ready": true}: the interpreter is up
+        else:
+            self.connect()
+
+    def _line(self):
+        line = self.p.stdout.readline().decode()
+        if not line:
+            raise AssertionError("hold client died: %s" % self.p.stderr.read().decode())
+        return json.loads(line)
+
+    def connect(self):
+        """For a deferred flow: connect now, and check the echo."""
+        if self.defer:
+            self.p.stdin.write(b"go\n")
+            self.p.stdin.flush()
+        first = self._line()
+        self.test.assertTrue(first["echo_ok"], first)
+        self.local = first["local"]
+
+    def release(self, how="close", timeout=30):
+        """"close": we close; "wait": wait for the gateway to close it."""
+        out, err = self.p.communicate(("%s\n" % how).encode(), timeout=timeout)
+        return json.loads(out.decode().strip().splitlines()[-1])
+
+
+class AdminTest(harness.GatewayTest):
+    rules = RULES
+
+    def test_healthz_and_readyz(self):
+        self.assertEqual(self.gw.admin_get("/healthz")[0], 200)
+        self.assertEqual(self.gw.admin_get("/readyz")[0], 200)
+
+    def test_live_metrics_pass_promtool(self):
+        # Traffic first, so labelled series exist.
+        self.world.curl("https://allowed.test/", ip=W.WEB_IP)
+        self.world.curl("https://denied.test/", ip=W.WEB3_IP)
+        self.world.curl("http://allowed.test/", ip=W.WEB_IP)
+        self.flow(host="denied.test")
+        text = self.gw.metrics_text()
+        p = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, "promtool check metrics: %s%s\n---- metrics ----\n%s" % (
+            p.stdout.decode(), p.stderr.decode(), text[:4000]))
+        types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+        for name, kind in CONTRACT_METRICS:
+            self.assertEqual(types.get(name), kind, "metric %s (%s) missing or mistyped" % (name, kind))
+        m = W.Metrics.parse(text)
+        self.assertGreater(m.sum("egressd_flow_duration_seconds_count", listener="transparent"), 0)
+        self.assertGreater(m.sum("process_open_fds"), 0)
+        for (name, labels), _ in m.items():
+            for k, v in labels:
+                self.assertNotIn("allowed.test", v, "no label carries a host name: %s %s" % (name, labels))
+                self.assertNotIn("198.18.", v, "no label carries an IP: %s %s" % (name, labels))
+
+    def test_http_requests_metric(self):
+        r = self.world.curl("http://allowed.test/", ip=W.WEB_IP)
+        self.assertEqual(r.status, 200, r)
+        r = self.world.curl("http://nope.test/", ip=W.WEB_IP)
+        self.assertEqual(r.status, 403, r)
+        self.flow(host="nope.test")
+        m1 = self.gw.metrics()
+        for decision in ("allow", "deny"):
+            delta = (m1.sum("egressd_http_requests_total", proto="http", decision=decision)
+                     - self.m0.sum("egressd_http_requests_total", proto="http", decision=decision))
+            self.assertEqual(delta, 1, "egressd_http_requests_total{proto=http,decision=%s}" % decision)
+
+    def test_flow_bytes_metric(self):
+        data = b"x" * 10000
+        r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", data.hex(), "--shut-wr")
+        self.assertEqual(len(r["recv"]), len(data), r)
+        rec = self.flow(src=r["local"])
+        self.assertDecision(rec, "allow", "echo", close="eof", proto="tcp")
+        self.assertRecord(rec, bytes_up=len(data), bytes_down=len(data))
+        m1 = self.gw.metrics()
+        for d in ("up", "down"):
+            delta = (m1.sum("egressd_flow_bytes_total", listener="transparent", direction=d)
+                     - self.m0.sum("egressd_flow_bytes_total", listener="transparent", direction=d))
+            self.assertEqual(delta, len(data), "egressd_flow_bytes_total{direction=%s}" % d)
+
+    def test_open_record_before_the_flow_ends(self):
+        held = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT))
+        opened = self.log.wait(W.match(event="open", src=held.local), since=self.mark, what="open record")
+        self.assertRecord(opened, decision="allow", rule="echo", dst=A(W.ECHO_IP, W.ECHO_PORT),
+                          upstream=A(W.ECHO_IP, W.ECHO_PORT), proto="tcp", close=None, bytes_up=None)
+        active = self.gw.metrics().sum("egressd_flows_active", listener="transparent")
+        self.assertGreaterEqual(active, 1)
+        time.sleep(0.3)
+        self.assertEqual(self.log.find(W.match(event="flow", src=held.local), self.mark), [],
+                         "no flow record while the flow is open")
+        end = held.release("close")
+        self.assertEqual(end["closed"], "eof", end)
+        rec = self.flow(src=held.local)
+        self.assertRecord(rec, time=opened["time"], close="eof", bytes_up=6, bytes_down=6)
+        self.assertDecision(rec, "allow", "echo")
+
+
+class DrainTest(harness.GatewayTest):
+    """SIGTERM: readiness 503 at once; still accepting for drain_delay; an
+    in-flight download finishes; a flow still open after drain is closed
+    (`drained`); records flushed; exit 0."""
+
+    rules = RULES
+    config_overrides = {"timeouts": {"drain_delay": "2s", "drain": "4s"}}
+
+    def test_sigterm_drain(self):
+        slow_out = self.world.path("slow.download")
+        slow = self.world.pod_popen(
+            ["curl", "-sS", "--http1.1", "--max-time", "30", "--cacert", self.world.ca, "--resolve",
+             "allowed.test:443:%s" % W.WEB_IP, "-o", slow_out, "https://allowed.test/slow/blob"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: slow.poll() is None and slow.kill())
+        held = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT))
+        late = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT), defer=True)
+        self.log.wait(W.match(event="open", host="allowed.test"), since=self.mark, what="open record of the download")
+        self.log.wait(W.match(event="open", src=held.local), since=self.mark, what="open record of the echo")
+
+        t0 = time.monotonic()
+        self.gw.signal(signal.SIGTERM)
+        status = None
+        while time.monotonic() - t0 < 0.5:
+            status = self.gw.admin_get("/readyz", timeout=1)[0]
+            if status == 503:
+                break
+            time.sleep(0.02)
+        self.assertEqual(status, 503, "readiness 503 at once after SIGTERM")
+        self.assertEqual(self.gw.admin_get("/healthz", timeout=1)[0], 200, "still healthy while draining")
+
+        late.connect()  # a new flow during drain_delay: accepted and relayed
+        self.assertLess(time.monotonic() - t0, 2.0, "the new flow ran within drain_delay")
+        late_end = late.release("close")
+        self.assertEqual(late_end["closed"], "eof", late_end)
+
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - t0)))
+        after = self.world.curl("https://allowed.test/", ip=W.WEB_IP, timeout=3)
+        self.assertNotEqual(after.rc, 0, "listeners closed after drain_delay: %s" % after)
+
+        end = held.release("wait", timeout=20)
+        rc = self.gw.proc.wait(timeout=15)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, "exit code after drain")
+        self.assertLess(took, 2 + 4 + 2, "drain_delay + drain bound the exit")
+        self.assertGreater(took, 2 + 4 - 0.5, "the held flow kept the drain going until its end")
+        self.assertIn(end["closed"], ("eof", "reset"), end)
+
+        out, err = slow.communicate(timeout=20)
+        self.assertEqual(slow.returncode, 0, err)
+        with open(slow_out, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), self.world.slow_sha256,
+                             "the in-flight download finished whole")
+
+        recs = self.log.records()[self.mark:]
+
+        def one(**k):
+            found = [x for x in recs if all(x.get(a) == b for a, b in k.items())]
+            self.assertEqual(len(found), 1, "records matching %s: %s" % (k, found))
+            return found[0]
+        self.assertRecord(one(event="flow", host="allowed.test"), close="eof", decision="allow")
+        self.assertRecord(one(event="flow", src=held.local), close="drained", decision="allow")
+        self.assertRecord(one(event="flow", src=late.local), close="eof", decision="allow")
