@@ -67,8 +67,10 @@ class FlowScope {
     record.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
     if (source_held_) worker_.services().source_limiter->release(record.src.ip);
+    const std::uint64_t reported_up = it_->reported_up;
+    const std::uint64_t reported_down = it_->reported_down;
     worker_.unregister_flow(it_);
-    note_flow_closed(worker_, listener_, record);
+    note_flow_closed(worker_, listener_, record, reported_up, reported_down);
     submit_record(worker_, std::move(record));
   }
 
@@ -303,6 +305,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   log::FlowRecord& rec = flow.record;
   flow.active().client = &client;
   flow.active().control = &flow.control;
+  flow.active().listener_index = listener->index;
   boost::system::error_code ignored;
   client.set_option(tcp::no_delay(true), ignored);
 
@@ -365,9 +368,11 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
                            std::string("malformed ") + std::string(to_string(sniffed.proto)) +
                                ": " + std::string(sniffed.problem));
       if (sniffed.http_malformed) {
-        co_await answer_and_close(
-            client, http_response(400, "Bad Request",
-                                  "egressd: bad request: " + std::string(sniffed.problem) + "\n"));
+        // Named, not a temporary inside co_await: g++ 12 may destroy such
+        // temporaries twice.
+        const std::string response = http_response(
+            400, "Bad Request", "egressd: bad request: " + std::string(sniffed.problem) + "\n");
+        co_await answer_and_close(client, response);
       } else {
         client.close(ignored);
       }
@@ -420,6 +425,9 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   rec.rule = std::string(verdict.rule);
   rec.reason = verdict.reason;
   rec.integrity = verdict.integrity;
+  if (sniffed.proto == Proto::http) {
+    note_http_request(worker, sniffed.proto, rec.decision);
+  }
 
   if (verdict.decision == policy::Decision::deny || outcome.needs_lookup ||
       !verdict.connect_to) {
@@ -430,15 +438,16 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
     }
     rec.close = log::CloseReason::denied;
     switch (sniffed.proto) {
-      case Proto::tls:
-        co_await answer_and_close(client, tls_alert(sniffed.tls_record_version));
+      case Proto::tls: {
+        const std::string alert = tls_alert(sniffed.tls_record_version);
+        co_await answer_and_close(client, alert);
         break;
+      }
       case Proto::http: {
         const std::string host = rec.host ? *rec.host : std::string("(none)");
-        co_await answer_and_close(
-            client, http_response(403, "Forbidden",
-                                  "egressd: access to " + host + " denied by rule " + rec.rule +
-                                      "\n"));
+        const std::string response = http_response(
+            403, "Forbidden", "egressd: access to " + host + " denied by rule " + rec.rule + "\n");
+        co_await answer_and_close(client, response);
         break;
       }
       default:

@@ -15,8 +15,12 @@
 namespace egressd::flow {
 
 void note_flow_opened(Worker& worker, const ListenerInfo& listener);
-void note_flow_closed(Worker& worker, const ListenerInfo& listener, const log::FlowRecord& record);
+// `already_reported_*`: bytes the once-a-second sweep has already counted.
+void note_flow_closed(Worker& worker, const ListenerInfo& listener, const log::FlowRecord& record,
+                      std::uint64_t already_reported_up, std::uint64_t already_reported_down);
 void note_connect_failure(Worker& worker, std::string_view reason);
+// One HTTP request judged (egressd_http_requests_total).
+void note_http_request(Worker& worker, Proto proto, log::Decision decision);
 void submit_record(Worker& worker, log::FlowRecord&& record);
 
 // A lookup this flow made and waited for: its answer is used as is, even

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <csignal>
 #include <fstream>
 #include <ostream>
 #include <thread>
@@ -311,6 +312,9 @@ class Gateway {
 }  // namespace
 
 int run_gateway(const RunOptions& options, std::ostream& err) {
+  // splice(2) and write(2) to a peer that has gone raise SIGPIPE; the error
+  // value is what the relay and the access log handle.
+  std::signal(SIGPIPE, SIG_IGN);
   auto logger = spdlog::stderr_color_mt("egressd");
   spdlog::set_default_logger(logger);
   spdlog::set_level(parse_level(options.log_level));

@@ -87,6 +87,11 @@ struct ActiveFlow {
   boost::asio::ip::tcp::socket* client = nullptr;
   boost::asio::ip::tcp::socket* upstream = nullptr;
   relay::RelayControl* control = nullptr;
+  std::size_t listener_index = 0;
+  // Bytes already added to egressd_flow_bytes_total, so a week-long tunnel
+  // shows its traffic in the metrics while it runs, not only at its end.
+  std::uint64_t reported_up = 0;
+  std::uint64_t reported_down = 0;
   bool stop_requested = false;
   relay::EndReason stop_reason = relay::EndReason::drained;
 };
@@ -121,6 +126,10 @@ class Worker {
   void stop_flows(relay::EndReason reason);
 
   [[nodiscard]] std::size_t active_flows() const noexcept { return active_count_.load(); }
+
+  // Worker thread only: adds the bytes open flows moved since the last
+  // call to the metrics (run every second by the worker).
+  void report_open_flow_bytes();
 
   relay::PipePool& pipes() noexcept { return pipes_; }
   relay::BufferPool& buffers() noexcept { return buffers_; }
