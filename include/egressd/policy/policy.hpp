@@ -35,24 +35,29 @@ struct FlowFacts {
   std::string_view listener;  // listener name (reported only)
   bool transparent = true;    // redirect/tproxy: the client chose dst, so integrity applies
   IpAddress src;
-  IpAddress dst;              // original destination (transparent) or resolved target (explicit)
+  IpAddress dst;  // original destination (transparent) or resolved target (explicit)
   std::uint16_t port = 0;
   Proto proto = Proto::tcp;
   // The name from the traffic, raw (not yet validated or lowercased);
   // nullopt when the bytes carried none.
   std::optional<std::string_view> name;
-  bool tls_without_sni = false;  // a ClientHello with no server_name (rule 9)
-  bool ech = false;              // the ClientHello carried encrypted_client_hello (rule 10)
+  // A ClientHello with no server_name (rule 9); only looked at when `name`
+  // is unset.
+  bool tls_without_sni = false;
+  bool ech = false;               // the ClientHello carried encrypted_client_hello (rule 10)
   std::chrono::sys_days today{};  // UTC day, for `until`
 };
 
 // DNS answers the caller has for a name: every address seen for it within
-// dns.verify_window, or a failure.
+// dns.verify_window, or a failure. `assumed` is what AssumeIntegrity gives:
+// no answer, but the caller vouches that integrity holds (explain/test):
+// verify passes and connects to dst, resolve passes with no address to
+// connect to (so the guard is not run for it), nothing is resolved.
 struct NameAnswer {
-  enum class Status : std::uint8_t { ok, failed };
+  enum class Status : std::uint8_t { ok, failed, assumed };
   Status status = Status::failed;
   std::span<const IpAddress> addresses;  // when ok; may be empty (NODATA)
-  std::string_view error;               // when failed, e.g. "NXDOMAIN"
+  std::string_view error;                // when failed, e.g. "NXDOMAIN"
 };
 
 // Looks answers up for the decision. The gateway backs it with its DNS
@@ -80,7 +85,10 @@ struct Verdict {
   // CompiledPolicy or static storage: valid while the policy lives.
   std::string_view rule;
   std::string reason;  // one human sentence for the log and explain
-  // The deciding allow host entry's integrity mode, when one decided.
+  // The deciding allow host entry's integrity mode, when one decided and the
+  // flow passes. In explicit mode (transparent=false) no integrity check is
+  // performed (dst is already the gateway's own resolution), and this still
+  // reports the entry's configured mode, as explain/test do.
   std::optional<config::Integrity> integrity;
   // Where to connect when the flow passes: dst, or the resolved address
   // under `resolve`. Unset on deny, and under AssumeIntegrity with resolve.
@@ -115,14 +123,35 @@ class CompiledPolicy {
   CompiledPolicy& operator=(const CompiledPolicy&) = delete;
   ~CompiledPolicy();
 
-  // Rules 2-10. Never throws; allocation-free on the common path except
-  // the verdict's reason text.
+  // Rules 2-10 (rule 8, sni-mismatch, is the explicit-mode flow's check).
+  // Never throws; the matchers never allocate (a flow matching more than a
+  // few dozen entries spills one small vector), the verdict's reason text
+  // does. Deterministic: the verdict, its rule name and connect_to never
+  // depend on which answers happen to be cached — decide() asks for a lookup
+  // (needs_lookup) whenever the outcome or the naming would depend on an
+  // answer `answers` does not have, and never when an enforcing deny already
+  // decides. Only the flow's one name is ever looked up.
+  //
+  // Precedence (documented choices where the contract is silent):
+  // - Among allow rules the first in the file that passes is named; within
+  //   it a matching cidr entry decides before its host entries (an address
+  //   grant needs no integrity), then its host entries in `to` order.
+  // - A deny rule in audit mode names the audit_deny even when the flow
+  //   passes only because policy.mode is audit (deny rules outrank default
+  //   and builtin:integrity, as in rule 5).
+  // - A `resolve` entry connects to the first answer that passes the guard;
+  //   when none does, to the first answer (and the guard then denies). An
+  //   empty answer (NODATA) fails its integrity.
+  // - A flow passing as audit_deny after failing integrity connects to dst
+  //   and counts as matched by host for the guard.
   [[nodiscard]] Outcome decide(const FlowFacts& facts, const NameAnswers& answers) const;
 
   // Rule 11: can a name from the traffic still change the decision for a
   // flow from `src` to `port` on this listener? False when no host entry of
   // any rule (allow or deny) could match that source and port: the gateway
-  // then decides at once, without waiting for client bytes.
+  // then decides at once, without waiting for client bytes. Rules do not
+  // name listeners, so `listener` does not change the answer. O(depth of
+  // the source-CIDR trie), independent of the number of rules.
   [[nodiscard]] bool name_can_matter(std::string_view listener, const IpAddress& src,
                                      std::uint16_t port) const noexcept;
 
@@ -144,8 +173,13 @@ struct TestResult {
 };
 
 // Runs cases against the policy without network (AssumeIntegrity).
-// `listener_names`: the config's listeners with their modes, to resolve a
-// case's `listener` (default: the first redirect listener).
+// `listeners`: the config's listeners with their modes, to resolve a case's
+// `listener` (default: the first redirect listener; an explicit listener
+// judges the case as explicit mode, transparent=false). A case naming an
+// unknown listener fails with that message. proto defaults to tls when the
+// case has a host, else tcp; tls without a host is a ClientHello without SNI.
+// Failure text: `case at FILE:LINE: expected allow (rule github), got deny
+// (rule default: no rule matched; default deny)`.
 std::vector<TestResult> run_tests(const CompiledPolicy& policy,
                                   const std::vector<config::ListenerSpec>& listeners,
                                   std::span<const config::TestCase> cases,

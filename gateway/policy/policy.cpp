@@ -1,0 +1,850 @@
+// The compiled policy and the decision.
+//
+// Layout: every `to` entry becomes an Entry with an id in file order, so
+// "first in the file" is "smallest id". Matchers map what a flow shows to
+// entry ids — exact names, `*.x` bases and `**.x` bases in three hash tables
+// (name_table.hpp), destination blocks in one trie per family
+// (cidr_trie.hpp) — and decide() filters the candidates by ports and `from`,
+// sorts the few that survive and applies rules 5-7 over that short list.
+// Nothing in decide() scans rules; cost grows with the name's labels and the
+// depth of the prefixes around the destination, not with the policy.
+
+#include "egressd/policy/policy.hpp"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "cidr_trie.hpp"
+#include "egressd/core/hostname.hpp"
+#include "egressd/policy/address_class.hpp"
+#include "name_table.hpp"
+
+namespace egressd::policy {
+
+using config::Action;
+using config::Integrity;
+using config::PolicyMode;
+using config::PortRange;
+
+std::string_view to_string(Decision d) noexcept {
+  switch (d) {
+    case Decision::allow:
+      return "allow";
+    case Decision::deny:
+      return "deny";
+    case Decision::audit_deny:
+      return "audit_deny";
+  }
+  return "deny";
+}
+
+std::optional<NameAnswer> AssumeIntegrity::find(std::string_view) const {
+  NameAnswer a;
+  a.status = NameAnswer::Status::assumed;
+  return a;
+}
+
+namespace {
+
+constexpr std::string_view kRuleDefault = "default";
+constexpr std::string_view kRuleInvalidName = "builtin:invalid-name";
+constexpr std::string_view kRuleIntegrity = "builtin:integrity";
+constexpr std::string_view kRuleGuard = "builtin:guard";
+constexpr std::string_view kRuleNoSni = "builtin:no-sni";
+constexpr std::string_view kRuleEch = "builtin:ech";
+
+enum class EntryKind : std::uint8_t { exact, single_star, double_star, cidr };
+
+// One `to` entry. Entry ids are assigned in file order (rule, then `to`
+// position), so sorting matched ids sorts them first-in-file first.
+struct Entry {
+  std::uint32_t rule = 0;
+  std::uint32_t pattern = 0;  // host: offset of the full pattern in patterns; cidr: index in cidrs
+  std::uint32_t ports = 0;    // first range in port_pool
+  std::uint16_t port_count = 0;  // 0 = any port
+  std::uint16_t pattern_length = 0;
+  EntryKind kind = EntryKind::exact;
+  Integrity integrity = Integrity::verify;
+  // Copies of the rule's action and whether it has `from`, so that most
+  // candidates are judged without touching the rule (one cache miss less).
+  Action action = Action::allow;
+  bool has_from = false;
+};
+
+struct Rule {
+  std::string name;
+  Action action = Action::allow;
+  std::optional<PolicyMode> mode;
+  std::optional<std::chrono::sys_days> until;
+  bool has_from = false;
+  // `from`, IPv4 then IPv6, each sorted by base with nested blocks removed:
+  // disjoint, so one binary search finds the only candidate.
+  std::uint32_t from = 0;
+  std::uint32_t from_v4 = 0;
+  std::uint32_t from_v6 = 0;
+};
+
+// A fixed inline buffer that spills to the heap only for flows matching an
+// unusual number of entries, so the common path does not allocate.
+class MatchList {
+ public:
+  void push_back(std::uint32_t v) {
+    if (!spilled_ && size_ < inline_.size()) {
+      inline_[size_++] = v;
+      return;
+    }
+    if (!spilled_) {
+      heap_.assign(inline_.begin(), inline_.begin() + static_cast<std::ptrdiff_t>(size_));
+      spilled_ = true;
+    }
+    heap_.push_back(v);
+    ++size_;
+  }
+  std::uint32_t* begin() noexcept { return spilled_ ? heap_.data() : inline_.data(); }
+  std::uint32_t* end() noexcept { return begin() + size_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  std::uint32_t operator[](std::size_t i) const noexcept {
+    return spilled_ ? heap_[i] : inline_[i];
+  }
+
+ private:
+  std::array<std::uint32_t, 32> inline_;  // written before read; not cleared (hot path)
+  std::vector<std::uint32_t> heap_;
+  std::size_t size_ = 0;
+  bool spilled_ = false;
+};
+
+bool ranges_contain(std::span<const PortRange> ranges, std::uint16_t port) noexcept {
+  // Sorted, merged: the candidate is the last range starting at or below port.
+  auto it = std::upper_bound(ranges.begin(), ranges.end(), port,
+                             [](std::uint16_t p, const PortRange& r) { return p < r.first; });
+  if (it == ranges.begin()) return false;
+  return port <= std::prev(it)->last;
+}
+
+std::vector<PortRange> merge_ranges(std::vector<PortRange> ranges) {
+  std::sort(ranges.begin(), ranges.end(),
+            [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
+  std::vector<PortRange> out;
+  for (const PortRange& r : ranges) {
+    if (r.first > r.last) continue;
+    if (!out.empty() && std::uint32_t{r.first} <= std::uint32_t{out.back().last} + 1U) {
+      out.back().last = std::max(out.back().last, r.last);
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+// Sorted by base, blocks nested in an earlier one removed.
+std::vector<Cidr> disjoint_blocks(std::vector<Cidr> blocks) {
+  std::sort(blocks.begin(), blocks.end(), [](const Cidr& a, const Cidr& b) {
+    return a.base != b.base ? a.base < b.base : a.prefix_len < b.prefix_len;
+  });
+  std::vector<Cidr> out;
+  for (const Cidr& c : blocks) {
+    if (!out.empty() && out.back().contains(c)) continue;
+    out.push_back(c);
+  }
+  return out;
+}
+
+// A name from the traffic, canonical, in a stack buffer (no allocation for
+// DNS names; IP literals take the shared, allocating path).
+struct FlowName {
+  std::array<char, kMaxNameLength + 1> buffer;  // written before read; not cleared (hot path)
+  std::size_t length = 0;
+  std::string owned;  // used for IP literals
+  bool is_ip = false;
+  [[nodiscard]] std::string_view text() const noexcept {
+    return is_ip ? std::string_view(owned) : std::string_view(buffer.data(), length);
+  }
+};
+
+// Same acceptance as canonicalize_name (core/hostname.hpp), which it defers
+// to for anything that may be an IP literal.
+NameProblem canonicalize_flow_name(std::string_view raw, FlowName& out) {
+  // One pass (find_first_of would call memchr per byte).
+  bool digits_and_dots = true;
+  bool colon_or_bracket = false;
+  for (const char c : raw) {
+    digits_and_dots = digits_and_dots && ((c >= '0' && c <= '9') || c == '.');
+    colon_or_bracket = colon_or_bracket || c == ':' || c == '[';
+  }
+  const bool maybe_ip = colon_or_bracket || (digits_and_dots && IpAddress::parse(raw).has_value());
+  if (maybe_ip) {
+    auto result = canonicalize_name(raw);
+    if (!result.name) return result.problem;
+    out.is_ip = result.name->ip.has_value();
+    out.owned = std::move(result.name->text);
+    if (!out.is_ip) {
+      // Unreachable with today's canonicalize_name (':' and '[' are bad
+      // bytes in DNS names), kept so both paths agree if it ever changes.
+      out.length = std::min(out.owned.size(), out.buffer.size());
+      std::copy_n(out.owned.begin(), out.length, out.buffer.begin());
+    }
+    return NameProblem::none;
+  }
+  const NameProblem problem = check_dns_name(raw);
+  if (problem != NameProblem::none) return problem;
+  if (raw.back() == '.') raw.remove_suffix(1);
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
+    out.buffer[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  }
+  out.length = raw.size();
+  return NameProblem::none;
+}
+
+// Address text for reasons. IPv4 by hand: inet_ntop goes through printf,
+// which would be the single most expensive step of an allow.
+void append_address(std::string& out, const IpAddress& a) {
+  if (!a.is_v4()) {
+    out += a.to_string();
+    return;
+  }
+  const auto b = a.bytes();
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (i > 0) out += '.';
+    const unsigned v = b[i];
+    if (v >= 100) out += static_cast<char>('0' + v / 100);
+    if (v >= 10) out += static_cast<char>('0' + v / 10 % 10);
+    out += static_cast<char>('0' + v % 10);
+  }
+}
+
+std::string address_text(const IpAddress& a) {
+  std::string out;
+  append_address(out, a);
+  return out;
+}
+
+void append_cidr(std::string& out, const Cidr& c) {
+  append_address(out, c.base);
+  out += '/';
+  out += std::to_string(c.prefix_len);
+}
+
+enum class Check : std::uint8_t { pass, fail, unknown };
+
+struct IntegrityResult {
+  Check check = Check::unknown;
+  std::optional<IpAddress> connect_to;
+  std::string failure;  // reason when failed
+};
+
+}  // namespace
+
+struct CompiledPolicy::Impl {
+  PolicyMode mode = PolicyMode::enforce;
+  Action default_action = Action::deny;
+  config::TlsSpec tls;
+  std::vector<IpAddress> own_addresses;  // sorted
+
+  std::vector<Rule> rules;
+  std::vector<Entry> entries;
+  std::vector<PortRange> port_pool;
+  std::vector<Cidr> cidrs;
+  struct Block {
+    detail::Bits128 base;  // host bits zero
+    unsigned length = 0;
+  };
+  std::vector<Block> from_pool;
+  std::string patterns;  // every host pattern, as written ("**.x.com")
+
+  detail::NameTable exact;
+  detail::NameTable single_star;  // key: the base, "x.com" for "*.x.com"
+  detail::NameTable double_star;  // key: the base, "x.com" for "**.x.com"
+  detail::CidrTrie dst_v4;
+  detail::CidrTrie dst_v6;
+
+  // Rule 11.
+  bool host_any_source_any_port = false;
+  std::vector<std::uint64_t> host_any_source_ports;  // 65536-bit bitmap; empty = none
+  detail::CidrTrie host_from_v4;                     // value: index into host_port_sets
+  detail::CidrTrie host_from_v6;
+  std::vector<std::pair<std::uint32_t, std::uint32_t>>
+      host_port_sets;  // (offset, count) in port_pool
+
+  PolicyStats stats;
+
+  // --- helpers used by decide() ---
+
+  [[nodiscard]] bool from_ok(const Rule& r, const IpAddress& src) const noexcept {
+    if (!r.has_from) return true;
+    const std::uint32_t off = src.is_v4() ? r.from : r.from + r.from_v4;
+    const std::uint32_t count = src.is_v4() ? r.from_v4 : r.from_v6;
+    const auto first = from_pool.begin() + off;
+    const auto last = first + count;
+    const detail::Bits128 a = detail::to_bits(src);
+    auto it = std::upper_bound(first, last, a,
+                               [](const detail::Bits128& x, const Block& b) { return x < b.base; });
+    if (it == first) return false;
+    --it;
+    return detail::CidrTrie::prefix_matches(a, it->base, it->length);
+  }
+
+  [[nodiscard]] bool port_ok(const Entry& e, std::uint16_t port) const noexcept {
+    if (e.port_count == 0) return true;
+    return ranges_contain({port_pool.data() + e.ports, e.port_count}, port);
+  }
+
+  [[nodiscard]] bool enforcing(const Rule& r, std::chrono::sys_days today) const noexcept {
+    PolicyMode m = mode;
+    if (r.mode && (!r.until || today <= *r.until)) m = *r.mode;
+    return m == PolicyMode::enforce;
+  }
+
+  [[nodiscard]] const detail::CidrTrie& dst_trie(const IpAddress& a) const noexcept {
+    return a.is_v4() ? dst_v4 : dst_v6;
+  }
+
+  [[nodiscard]] std::string_view pattern_of(const Entry& e) const noexcept {
+    return std::string_view(patterns).substr(e.pattern, e.pattern_length);
+  }
+
+  // "host a.x.com matched *.x.com" / "10.0.0.5 is in 10.0.0.0/8".
+  [[nodiscard]] std::string describe_match(std::uint32_t id, std::string_view name,
+                                           const IpAddress& dst) const {
+    const Entry& e = entries[id];
+    std::string out;
+    if (e.kind == EntryKind::cidr) {
+      append_address(out, dst);
+      out += " is in ";
+      append_cidr(out, cidrs[e.pattern]);
+    } else {
+      out = "host ";
+      out += name;
+      out += " matched ";
+      out += pattern_of(e);
+    }
+    return out;
+  }
+
+  // Rule 7 lifting: an allow cidr entry inside `range` that contains the
+  // address and whose ports and `from` admit the flow.
+  [[nodiscard]] bool lifted(const IpAddress& address, const Cidr& range, const IpAddress& src,
+                            std::uint16_t port) const {
+    return dst_trie(address).visit(detail::to_bits(address),
+                                   [&](unsigned length, std::span<const std::uint32_t> ids) {
+                                     if (length < range.prefix_len) return false;
+                                     for (const std::uint32_t id : ids) {
+                                       const Entry& e = entries[id];
+                                       if (e.action == Action::allow && port_ok(e, port) &&
+                                           (!e.has_from || from_ok(rules[e.rule], src))) {
+                                         return true;
+                                       }
+                                     }
+                                     return false;
+                                   });
+  }
+
+  // Rule 7: nullopt when the guard lets `address` through, else the reason.
+  [[nodiscard]] std::optional<std::string> guard(const IpAddress& address, const IpAddress& src,
+                                                 std::uint16_t port, bool by_host) const {
+    if (!own_addresses.empty() &&
+        std::binary_search(own_addresses.begin(), own_addresses.end(), address)) {
+      return address_text(address) + " is an address of this gateway";
+    }
+    const AddressClassification c = classify(address);
+    if (c.cls == AddressClass::global) return std::nullopt;
+    if (!always_denied(c.cls)) {
+      if (c.cls != AddressClass::link_local && !by_host) return std::nullopt;
+      if (lifted(address, c.range, src, port)) return std::nullopt;
+    }
+    std::string out = address_text(address);
+    out += " is ";
+    out += to_string(c.cls);
+    if (always_denied(c.cls)) return out;
+    if (c.cloud_metadata) out += " (cloud metadata)";
+    if (c.cls != AddressClass::link_local) out += " and was reached by host name";
+    out += "; no allow cidr entry inside ";
+    append_cidr(out, c.range);
+    out += " covers it";
+    return out;
+  }
+
+  // Destination integrity of an allow host entry (rule 3). `answer` is the
+  // one lookup for the flow's name, fetched by the caller.
+  [[nodiscard]] IntegrityResult integrity(const Entry& e, const FlowFacts& f, std::string_view name,
+                                          const std::optional<NameAnswer>& answer) const {
+    IntegrityResult r;
+    if (!f.transparent || e.integrity == Integrity::trust) {
+      r.check = Check::pass;
+      r.connect_to = f.dst;
+      return r;
+    }
+    if (!answer) return r;  // unknown
+    switch (answer->status) {
+      case NameAnswer::Status::assumed:
+        r.check = Check::pass;
+        if (e.integrity == Integrity::verify) r.connect_to = f.dst;
+        return r;
+      case NameAnswer::Status::failed:
+        r.check = Check::fail;
+        r.failure = "DNS lookup for " + std::string(name) + " failed";
+        if (!answer->error.empty()) {
+          r.failure += ": ";
+          // The error text comes from the resolver, not the wire; keep it
+          // printable anyway since it lands in the log.
+          for (const char c : answer->error) r.failure += (c >= 0x20 && c < 0x7f) ? c : '?';
+        }
+        return r;
+      case NameAnswer::Status::ok:
+        break;
+    }
+    if (e.integrity == Integrity::verify) {
+      const auto& a = answer->addresses;
+      if (std::find(a.begin(), a.end(), f.dst) != a.end()) {
+        r.check = Check::pass;
+        r.connect_to = f.dst;
+      } else {
+        r.check = Check::fail;
+        r.failure = std::string(name) + " does not resolve to " + address_text(f.dst) + " (verify)";
+      }
+      return r;
+    }
+    // resolve
+    if (answer->addresses.empty()) {
+      r.check = Check::fail;
+      r.failure = std::string(name) + " has no addresses (resolve)";
+      return r;
+    }
+    r.check = Check::pass;
+    r.connect_to = answer->addresses.front();
+    for (const IpAddress& a : answer->addresses) {
+      if (!guard(a, f.src, f.port, /*by_host=*/true)) {
+        r.connect_to = a;
+        break;
+      }
+    }
+    return r;
+  }
+};
+
+namespace {
+
+Verdict deny_verdict(std::string_view rule, std::string reason) {
+  Verdict v;
+  v.decision = Decision::deny;
+  v.rule = rule;
+  v.reason = std::move(reason);
+  return v;
+}
+
+Outcome final_outcome(Verdict v) {
+  Outcome o;
+  o.verdict = std::move(v);
+  return o;
+}
+
+}  // namespace
+
+CompiledPolicy::CompiledPolicy(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CompiledPolicy::~CompiledPolicy() = default;
+
+std::shared_ptr<const CompiledPolicy> CompiledPolicy::compile(
+    const config::PolicySpec& spec, const config::TlsSpec& tls,
+    std::vector<IpAddress> own_addresses) {
+  auto p = std::make_unique<Impl>();
+  p->mode = spec.mode;
+  p->default_action = spec.default_action;
+  p->tls = tls;
+  std::sort(own_addresses.begin(), own_addresses.end());
+  own_addresses.erase(std::unique(own_addresses.begin(), own_addresses.end()), own_addresses.end());
+  p->own_addresses = std::move(own_addresses);
+
+  std::vector<detail::NameTable::Item> exact_items;
+  std::vector<detail::NameTable::Item> single_items;
+  std::vector<detail::NameTable::Item> double_items;
+  std::vector<detail::CidrTrie::Item> v4_items;
+  std::vector<detail::CidrTrie::Item> v6_items;
+  // Rule 11: (from block, port range) pairs of rules with host entries.
+  std::vector<std::pair<Cidr, PortRange>> host_from;
+  constexpr PortRange kAnyPort{0, 65535};
+
+  p->rules.reserve(spec.rules.size());
+  std::size_t total_entries = 0;
+  std::size_t pattern_bytes = 0;
+  for (const auto& rs : spec.rules) {
+    total_entries += rs.to.size();
+    for (const auto& t : rs.to) pattern_bytes += t.host ? t.host->size() : 0;
+  }
+  p->entries.reserve(total_entries);
+  p->patterns.reserve(pattern_bytes);
+
+  for (std::size_t ri = 0; ri < spec.rules.size(); ++ri) {
+    const config::RuleSpec& rs = spec.rules[ri];
+    Rule r;
+    r.name = rs.name;
+    r.action = rs.action;
+    r.mode = rs.mode;
+    r.until = rs.until;
+    r.has_from = !rs.from.empty();
+    if (r.has_from) {
+      std::vector<Cidr> v4;
+      std::vector<Cidr> v6;
+      for (const Cidr& c : rs.from) (c.base.is_v4() ? v4 : v6).push_back(c);
+      v4 = disjoint_blocks(std::move(v4));
+      v6 = disjoint_blocks(std::move(v6));
+      r.from = static_cast<std::uint32_t>(p->from_pool.size());
+      r.from_v4 = static_cast<std::uint32_t>(v4.size());
+      r.from_v6 = static_cast<std::uint32_t>(v6.size());
+      for (const auto* list : {&v4, &v6}) {
+        for (const Cidr& c : *list) p->from_pool.push_back({detail::to_bits(c.base), c.prefix_len});
+      }
+    }
+
+    bool rule_has_host = false;
+    std::vector<PortRange> rule_host_ports;  // union over host entries
+    for (const config::ToSpec& t : rs.to) {
+      Entry e;
+      e.rule = static_cast<std::uint32_t>(ri);
+      e.integrity = t.destination;
+      e.action = r.action;
+      e.has_from = r.has_from;
+      const auto id = static_cast<std::uint32_t>(p->entries.size());
+      if (!t.ports.empty()) {
+        const auto merged = merge_ranges(t.ports);
+        e.ports = static_cast<std::uint32_t>(p->port_pool.size());
+        e.port_count = static_cast<std::uint16_t>(std::min<std::size_t>(merged.size(), 0xFFFF));
+        p->port_pool.insert(p->port_pool.end(), merged.begin(), merged.begin() + e.port_count);
+      }
+      if (t.host) {
+        // Patterns are canonical (config validated them): a name is at most
+        // 253 bytes, "**." plus one at most 256. Longer text could match no
+        // valid name anyway; cutting it keeps the 16-bit length honest.
+        const std::string_view host = std::string_view(*t.host).substr(0, kMaxNameLength + 3);
+        e.pattern = static_cast<std::uint32_t>(p->patterns.size());
+        e.pattern_length = static_cast<std::uint16_t>(host.size());
+        p->patterns.append(host);
+        detail::NameTable::Item item{e.pattern, e.pattern_length, id};
+        if (host.starts_with("**.")) {
+          e.kind = EntryKind::double_star;
+          item.key_offset += 3;
+          item.key_length -= 3;
+          double_items.push_back(item);
+        } else if (host.starts_with("*.")) {
+          e.kind = EntryKind::single_star;
+          item.key_offset += 2;
+          item.key_length -= 2;
+          single_items.push_back(item);
+        } else {
+          e.kind = EntryKind::exact;
+          exact_items.push_back(item);
+        }
+        ++(e.kind == EntryKind::exact ? p->stats.exact_hosts : p->stats.wildcard_hosts);
+        rule_has_host = true;
+        if (t.ports.empty()) {
+          rule_host_ports.push_back(kAnyPort);
+        } else {
+          rule_host_ports.insert(rule_host_ports.end(), t.ports.begin(), t.ports.end());
+        }
+      } else if (t.cidr) {
+        e.kind = EntryKind::cidr;
+        e.pattern = static_cast<std::uint32_t>(p->cidrs.size());
+        p->cidrs.push_back(*t.cidr);
+        detail::CidrTrie::Item item{detail::to_bits(t.cidr->base), t.cidr->prefix_len, id};
+        (t.cidr->base.is_v4() ? v4_items : v6_items).push_back(item);
+        ++p->stats.cidrs;
+      } else {
+        continue;  // neither: config rejects it; it can match nothing
+      }
+      p->entries.push_back(e);
+    }
+
+    if (rule_has_host) {
+      const auto merged = merge_ranges(std::move(rule_host_ports));
+      const bool any_port = merged.size() == 1 && merged.front() == kAnyPort;
+      if (!r.has_from) {
+        if (any_port) {
+          p->host_any_source_any_port = true;
+        } else {
+          if (p->host_any_source_ports.empty()) p->host_any_source_ports.assign(65536 / 64, 0);
+          for (const PortRange& pr : merged) {
+            for (std::uint32_t port = pr.first; port <= pr.last; ++port) {
+              p->host_any_source_ports[port / 64] |= 1ULL << (port % 64);
+            }
+          }
+        }
+      } else {
+        for (const Cidr& c : rs.from) {
+          for (const PortRange& pr : merged) host_from.emplace_back(c, pr);
+        }
+      }
+    }
+    p->rules.push_back(std::move(r));
+  }
+
+  p->exact.build(p->patterns, std::move(exact_items));
+  p->single_star.build(p->patterns, std::move(single_items));
+  p->double_star.build(p->patterns, std::move(double_items));
+  p->dst_v4.build(std::move(v4_items), 32);
+  p->dst_v6.build(std::move(v6_items), 128);
+
+  // One merged port set per distinct source block, so a source shared by
+  // many rules costs one range search, not one per rule.
+  std::sort(host_from.begin(), host_from.end(), [](const auto& a, const auto& b) {
+    if (a.first != b.first) return a.first < b.first;
+    return a.second.first < b.second.first;
+  });
+  std::vector<detail::CidrTrie::Item> from4;
+  std::vector<detail::CidrTrie::Item> from6;
+  for (std::size_t i = 0; i < host_from.size();) {
+    std::size_t j = i;
+    std::vector<PortRange> ranges;
+    while (j < host_from.size() && host_from[j].first == host_from[i].first) {
+      ranges.push_back(host_from[j].second);
+      ++j;
+    }
+    ranges = merge_ranges(std::move(ranges));
+    const auto set = static_cast<std::uint32_t>(p->host_port_sets.size());
+    p->host_port_sets.emplace_back(static_cast<std::uint32_t>(p->port_pool.size()),
+                                   static_cast<std::uint32_t>(ranges.size()));
+    p->port_pool.insert(p->port_pool.end(), ranges.begin(), ranges.end());
+    const Cidr& c = host_from[i].first;
+    (c.base.is_v4() ? from4 : from6)
+        .push_back(detail::CidrTrie::Item{detail::to_bits(c.base), c.prefix_len, set});
+    i = j;
+  }
+  p->host_from_v4.build(std::move(from4), 32);
+  p->host_from_v6.build(std::move(from6), 128);
+
+  p->stats.rules = p->rules.size();
+  std::size_t bytes =
+      sizeof(Impl) + p->rules.capacity() * sizeof(Rule) + p->entries.capacity() * sizeof(Entry) +
+      p->port_pool.capacity() * sizeof(PortRange) + p->cidrs.capacity() * sizeof(Cidr) +
+      p->from_pool.capacity() * sizeof(Impl::Block) + p->patterns.capacity() +
+      p->exact.memory_bytes() + p->single_star.memory_bytes() + p->double_star.memory_bytes() +
+      p->dst_v4.memory_bytes() + p->dst_v6.memory_bytes() +
+      p->host_any_source_ports.capacity() * sizeof(std::uint64_t) + p->host_from_v4.memory_bytes() +
+      p->host_from_v6.memory_bytes() +
+      p->host_port_sets.capacity() * sizeof(std::pair<std::uint32_t, std::uint32_t>);
+  for (const Rule& r : p->rules) {
+    if (r.name.capacity() > 15) bytes += r.name.capacity() + 1;  // beyond SSO
+  }
+  p->stats.memory_bytes = bytes;
+  return std::shared_ptr<const CompiledPolicy>(new CompiledPolicy(std::move(p)));
+}
+
+PolicyStats CompiledPolicy::stats() const noexcept {
+  return impl_->stats;
+}
+
+bool CompiledPolicy::name_can_matter(std::string_view /*listener*/, const IpAddress& src,
+                                     std::uint16_t port) const noexcept {
+  const Impl& p = *impl_;
+  if (p.host_any_source_any_port) return true;
+  if (!p.host_any_source_ports.empty() &&
+      ((p.host_any_source_ports[port / 64] >> (port % 64)) & 1U) != 0) {
+    return true;
+  }
+  const detail::CidrTrie& trie = src.is_v4() ? p.host_from_v4 : p.host_from_v6;
+  return trie.visit(detail::to_bits(src), [&](unsigned, std::span<const std::uint32_t> sets) {
+    for (const std::uint32_t s : sets) {
+      const auto [off, count] = p.host_port_sets[s];
+      if (ranges_contain({p.port_pool.data() + off, count}, port)) return true;
+    }
+    return false;
+  });
+}
+
+Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) const {
+  const Impl& p = *impl_;
+
+  // Rule 2: a name that is neither a DNS name nor an IP literal. The reason
+  // names the problem only: the raw bytes are untrusted.
+  FlowName name;
+  bool has_dns_name = false;
+  if (f.name) {
+    const NameProblem problem = canonicalize_flow_name(*f.name, name);
+    if (problem != NameProblem::none) {
+      return final_outcome(deny_verdict(kRuleInvalidName, "the name in the traffic is invalid: " +
+                                                              std::string(describe(problem))));
+    }
+    has_dns_name = !name.is_ip;  // an IP literal matches no host pattern
+  }
+  const std::string_view name_text = name.text();
+
+  // Rule 10.
+  if (f.ech && p.tls.ech == config::EchMode::deny) {
+    return final_outcome(
+        deny_verdict(kRuleEch, "the TLS ClientHello offers ECH and tls.ech is deny"));
+  }
+
+  // Rules 3-4: every entry whose host or cidr, ports and rule `from` match.
+  // The name's slot and the destination's trie entry are independent
+  // memory reads: start both before waiting on either.
+  const detail::Bits128 dst_bits = detail::to_bits(f.dst);
+  const detail::CidrTrie& dst_trie = p.dst_trie(f.dst);
+  dst_trie.prefetch(dst_bits);
+  if (has_dns_name) p.exact.prefetch(name_text);
+  MatchList matches;
+  const auto accept = [&](std::uint32_t id) {
+    const Entry& e = p.entries[id];
+    if (p.port_ok(e, f.port) && (!e.has_from || p.from_ok(p.rules[e.rule], f.src))) {
+      matches.push_back(id);
+    }
+  };
+  if (has_dns_name) {
+    for (const std::uint32_t id : p.exact.find(name_text)) accept(id);
+    const std::size_t dot = name_text.find('.');
+    if (dot != std::string_view::npos) {
+      if (!p.single_star.empty()) {
+        for (const std::uint32_t id : p.single_star.find(name_text.substr(dot + 1))) accept(id);
+      }
+      if (!p.double_star.empty()) {
+        // `**.x` matches every name with x as a proper suffix: one lookup
+        // per label boundary.
+        for (std::size_t at = dot; at != std::string_view::npos; at = name_text.find('.', at + 1)) {
+          for (const std::uint32_t id : p.double_star.find(name_text.substr(at + 1))) accept(id);
+        }
+      }
+    }
+  }
+  dst_trie.visit(dst_bits, [&](unsigned, std::span<const std::uint32_t> ids) {
+    for (const std::uint32_t id : ids) accept(id);
+    return false;
+  });
+  std::sort(matches.begin(), matches.end());
+
+  // Rule 9: a hello without SNI passes on only through an allow cidr entry.
+  if (!f.name && f.tls_without_sni && p.tls.require_sni) {
+    bool allowed_by_cidr = false;
+    for (std::size_t i = 0; i < matches.size() && !allowed_by_cidr; ++i) {
+      const Entry& e = p.entries[matches[i]];
+      allowed_by_cidr = e.kind == EntryKind::cidr && e.action == Action::allow;
+    }
+    if (!allowed_by_cidr) {
+      return final_outcome(
+          deny_verdict(kRuleNoSni, "TLS ClientHello without SNI; no allow cidr entry matches " +
+                                       Endpoint{f.dst, f.port}.to_string()));
+    }
+  }
+
+  // Rules 5-6, deny side: the first-in-file enforcing deny decides at once;
+  // the first-in-file audit deny is remembered.
+  constexpr std::uint32_t kNone = 0xFFFFFFFFU;
+  std::uint32_t audit_deny = kNone;
+  for (std::size_t i = 0; i < matches.size(); ++i) {
+    const std::uint32_t id = matches[i];
+    if (p.entries[id].action != Action::deny) continue;
+    const Rule& r = p.rules[p.entries[id].rule];
+    if (p.enforcing(r, f.today)) {
+      return final_outcome(deny_verdict(r.name, p.describe_match(id, name_text, f.dst)));
+    }
+    if (audit_deny == kNone) audit_deny = id;
+  }
+
+  // Allow side, first in file first. The flow's one name is looked up at
+  // most once, and only when the walk reaches an entry that needs it: every
+  // earlier rule has failed, so the answer decides the outcome or the name.
+  std::optional<NameAnswer> answer;
+  bool answer_fetched = false;
+  std::uint32_t decided = kNone;
+  std::optional<IpAddress> connect_to;
+  bool any_allow_host = false;
+  std::string first_failure;
+  for (std::size_t i = 0; i < matches.size() && decided == kNone;) {
+    const std::uint32_t rule_index = p.entries[matches[i]].rule;
+    std::size_t j = i;
+    while (j < matches.size() && p.entries[matches[j]].rule == rule_index) ++j;
+    if (p.entries[matches[i]].action == Action::allow) {
+      for (std::size_t k = i; k < j; ++k) {
+        if (p.entries[matches[k]].kind == EntryKind::cidr) {
+          decided = matches[k];
+          connect_to = f.dst;
+          break;
+        }
+      }
+      for (std::size_t k = i; k < j && decided == kNone; ++k) {
+        const Entry& e = p.entries[matches[k]];
+        any_allow_host = true;
+        const bool needs_answer = f.transparent && e.integrity != Integrity::trust;
+        if (needs_answer && !answer_fetched) {
+          answer = answers.find(name_text);
+          answer_fetched = true;
+          if (!answer) {
+            Outcome o;
+            o.needs_lookup = true;
+            o.lookup_name = std::string(name_text);
+            return o;
+          }
+        }
+        IntegrityResult r = p.integrity(e, f, name_text, answer);
+        if (r.check == Check::pass) {
+          decided = matches[k];
+          connect_to = r.connect_to;
+        } else if (first_failure.empty()) {
+          first_failure = std::move(r.failure);
+        }
+      }
+    }
+    i = j;
+  }
+
+  // The verdict before audit and the guard.
+  Verdict v;
+  bool passes = false;
+  if (decided != kNone) {
+    const Entry& e = p.entries[decided];
+    passes = true;
+    v.rule = p.rules[e.rule].name;
+    v.reason = p.describe_match(decided, name_text, f.dst);
+    if (e.kind != EntryKind::cidr) {
+      v.integrity = e.integrity;
+      v.matched_by_host = true;
+      if (f.transparent && e.integrity == Integrity::resolve && connect_to) {
+        v.reason += "; connecting to " + address_text(*connect_to) + " (resolve)";
+      }
+    }
+    v.connect_to = connect_to;
+  } else if (any_allow_host) {
+    v.rule = kRuleIntegrity;
+    v.reason = std::move(first_failure);
+    v.matched_by_host = true;
+  } else {
+    passes = p.default_action == Action::allow;
+    v.rule = kRuleDefault;
+    v.reason = passes ? "no rule matched; default allow" : "no rule matched; default deny";
+  }
+  // A flow that passes without a deciding allow (default, or audit after a
+  // failed integrity check) goes where the client sent it.
+  if (decided == kNone) v.connect_to = f.dst;
+
+  // Rule 6: an audit deny rule outranks whatever would have let the flow
+  // pass, and under policy.mode audit also a deny by default or integrity.
+  if (audit_deny != kNone && (passes || p.mode == PolicyMode::audit)) {
+    const Rule& r = p.rules[p.entries[audit_deny].rule];
+    v.rule = r.name;
+    v.reason = "audit: " + p.describe_match(audit_deny, name_text, f.dst) + "; would deny";
+    if (!passes) v.integrity.reset();
+    v.decision = Decision::audit_deny;
+  } else if (!passes && p.mode == PolicyMode::audit) {
+    v.reason = "audit: " + v.reason + "; would deny";
+    v.decision = Decision::audit_deny;
+  } else {
+    v.decision = passes ? Decision::allow : Decision::deny;
+  }
+
+  if (v.decision == Decision::deny) {
+    v.connect_to.reset();
+    v.integrity.reset();
+    return final_outcome(std::move(v));
+  }
+
+  // Rule 7, in every mode. A `resolve` pass under AssumeIntegrity has no
+  // address to check: nothing was resolved.
+  if (v.connect_to) {
+    if (auto problem = p.guard(*v.connect_to, f.src, f.port, v.matched_by_host)) {
+      Verdict g = deny_verdict(kRuleGuard, std::move(*problem));
+      g.matched_by_host = v.matched_by_host;
+      return final_outcome(std::move(g));
+    }
+  }
+  return final_outcome(std::move(v));
+}
+
+}  // namespace egressd::policy
