@@ -1,14 +1,20 @@
 #include "egressd/cli/cli.hpp"
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <exception>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
+#include "egressd/cli/learn.hpp"
 #include "egressd/cli/validate.hpp"
 #include "egressd/config/loader.hpp"
 #include "egressd/core/hostname.hpp"
@@ -20,15 +26,16 @@ namespace egressd::cli {
 namespace {
 
 // Thrown inside a command for bad usage that CLI11 cannot see (an unknown
-// listener name, an unparsable address); caught in run_cli.
+// listener name, an unparsable address); caught in dispatch. User text in
+// the message is JSON-quoted, so the sentence stays on one line.
 struct UsageError {
   std::string message;
 };
 
 std::chrono::sys_days day_or_today(const std::string& now) {
   if (now.empty()) return utc_today();
-  auto day = parse_date(now);
-  if (!day) throw UsageError{"--now must be a date as YYYY-MM-DD, not '" + now + "'"};
+  auto day = config::parse_date(now);
+  if (!day) throw UsageError{"--now must be a date as YYYY-MM-DD, not " + log::json_string(now)};
   return *day;
 }
 
@@ -44,9 +51,12 @@ bool has_errors(const std::vector<config::Diagnostic>& diagnostics) {
 
 std::string_view integrity_name(config::Integrity i) {
   switch (i) {
-    case config::Integrity::verify: return "verify";
-    case config::Integrity::resolve: return "resolve";
-    case config::Integrity::trust: return "trust";
+    case config::Integrity::verify:
+      return "verify";
+    case config::Integrity::resolve:
+      return "resolve";
+    case config::Integrity::trust:
+      return "trust";
   }
   return "verify";
 }
@@ -78,7 +88,7 @@ const config::ListenerSpec* find_listener(const config::ConfigSpec& cfg, const s
     for (const auto& l : cfg.listeners) {
       if (l.name == name) return &l;
     }
-    throw UsageError{"--listener '" + name + "' is not a listener of this config"};
+    throw UsageError{"--listener " + log::json_string(name) + " is not a listener of this config"};
   }
   for (const auto& l : cfg.listeners) {
     if (l.mode == config::ListenerMode::redirect) return &l;
@@ -89,9 +99,10 @@ const config::ListenerSpec* find_listener(const config::ConfigSpec& cfg, const s
 int cmd_explain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
   const auto today = day_or_today(a.now);
   const auto src = IpAddress::parse(a.src);
-  if (!src) throw UsageError{"--src must be an IP address, not '" + a.src + "'"};
+  if (!src) throw UsageError{"--src must be an IP address, not " + log::json_string(a.src)};
   const auto dst = Endpoint::parse(a.dst);
-  if (!dst) throw UsageError{"--dst must be IP:PORT (IPv6 as [IP]:PORT), not '" + a.dst + "'"};
+  if (!dst)
+    throw UsageError{"--dst must be IP:PORT (IPv6 as [IP]:PORT), not " + log::json_string(a.dst)};
   std::optional<Proto> proto;
   if (!a.proto.empty()) {
     proto = parse_proto(a.proto);
@@ -107,8 +118,7 @@ int cmd_explain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
 
   policy::FlowFacts facts;
   facts.listener = listener != nullptr ? std::string_view(listener->name) : std::string_view();
-  facts.transparent =
-      listener == nullptr || listener->mode != config::ListenerMode::explicit_proxy;
+  facts.transparent = listener == nullptr || listener->mode != config::ListenerMode::explicit_proxy;
   facts.src = *src;
   facts.dst = dst->ip;
   facts.port = dst->port;
@@ -135,17 +145,30 @@ int cmd_explain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
   return kExitOk;
 }
 
-std::string_view expect_name(config::Expect e) {
-  switch (e) {
-    case config::Expect::allow: return "allow";
-    case config::Expect::deny: return "deny";
-    case config::Expect::audit_deny: return "audit_deny";
-  }
-  return "deny";
+// The CASES file's `listener` and `rule` names, checked against the config
+// (the loader has no config to check them against): a case naming one the
+// config lacks fails with that sentence instead of being judged.
+std::optional<std::string> unknown_name(const config::ConfigSpec& cfg, const config::TestCase& c) {
+  if (c.listener &&
+      std::none_of(cfg.listeners.begin(), cfg.listeners.end(),
+                   [&](const config::ListenerSpec& l) { return l.name == *c.listener; }))
+    return "no listener is named " + log::json_string(*c.listener);
+  if (c.rule && *c.rule != "default" && !c.rule->starts_with("builtin:") &&
+      std::none_of(cfg.policy.rules.begin(), cfg.policy.rules.end(),
+                   [&](const config::RuleSpec& r) { return r.name == *c.rule; }))
+    return "no rule is named " + log::json_string(*c.rule) +
+           " (expected a rule name, default or builtin:...)";
+  return std::nullopt;
 }
 
-int cmd_test(const std::string& config_path, const std::string& cases_path,
-             const std::string& now, std::ostream& out, std::ostream& err) {
+std::string position(const config::SourcePos& pos) {
+  std::string out = pos.file;
+  if (pos.line > 0) out += ':' + std::to_string(pos.line) + ':' + std::to_string(pos.col);
+  return out;
+}
+
+int cmd_test(const std::string& config_path, const std::string& cases_path, const std::string& now,
+             std::ostream& out, std::ostream& err) {
   const auto today = day_or_today(now);
   const ValidatedConfig v = load_and_validate(config_path, today, /*run_own_tests=*/false);
   if (has_errors(v.diagnostics) || !v.policy) {
@@ -155,30 +178,85 @@ int cmd_test(const std::string& config_path, const std::string& cases_path,
   std::vector<config::TestCase> cases = v.config->policy.tests;
   if (!cases_path.empty()) {
     config::TestCasesResult extra = config::load_test_cases_file(cases_path);
-    if (!extra.ok()) {
-      print_diagnostics(extra.diagnostics, err);
-      return kExitFailure;
-    }
+    print_diagnostics(extra.diagnostics, err);  // warnings too
+    if (!extra.ok()) return kExitFailure;
     cases.insert(cases.end(), std::make_move_iterator(extra.cases.begin()),
                  std::make_move_iterator(extra.cases.end()));
   }
-  // A case naming a listener the config lacks cannot be judged: a failure.
   std::size_t passed = 0;
   std::size_t failed = 0;
-  const auto results = policy::run_tests(*v.policy, v.config->listeners, cases, today);
-  for (const auto& r : results) {
+  std::vector<config::TestCase> judged;
+  std::vector<std::pair<const config::TestCase*, std::string>> failures;
+  for (const auto& c : cases) {
+    if (auto problem = unknown_name(*v.config, c)) {
+      failures.emplace_back(&c, std::move(*problem));
+    } else {
+      judged.push_back(c);
+    }
+  }
+  for (const auto& r : policy::run_tests(*v.policy, v.config->listeners, judged, today)) {
     if (r.passed) {
       ++passed;
-      continue;
+    } else {
+      failures.emplace_back(r.test, describe_failure(r));
     }
+  }
+  // In file order, so the output reads alongside the cases.
+  std::stable_sort(failures.begin(), failures.end(), [](const auto& a, const auto& b) {
+    const auto& pa = a.first->pos;
+    const auto& pb = b.first->pos;
+    return std::tie(pa.file, pa.line, pa.col) < std::tie(pb.file, pb.line, pb.col);
+  });
+  for (const auto& [c, message] : failures) {
+    out << position(c->pos) << ": " << message << '\n';
     ++failed;
-    const auto& pos = r.test->pos;
-    out << pos.file;
-    if (pos.line > 0) out << ':' << pos.line << ':' << pos.col;
-    out << ": FAIL expect " << expect_name(r.test->expect) << ": " << r.failure << '\n';
   }
   out << passed << " passed, " << failed << " failed\n";
   return failed == 0 ? kExitOk : kExitFailure;
+}
+
+int cmd_learn(const std::string& config_path, const std::vector<std::string>& logs,
+              std::ostream& out, std::ostream& err) {
+  const auto today = utc_today();
+  const ValidatedConfig v = load_and_validate(config_path, today, /*run_own_tests=*/false);
+  if (has_errors(v.diagnostics) || !v.policy) {
+    print_diagnostics(v.diagnostics, err);
+    return kExitFailure;
+  }
+  // Every log is opened before anything is printed: an unreadable one is a
+  // runtime error, not half an answer.
+  std::vector<std::ifstream> files;
+  for (const auto& path : logs) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+      // A directory opens as a stream that reads as empty: refuse it.
+      err << "egressd: cannot read access log " << path << ": it is a directory\n";
+      return kExitFailure;
+    }
+    files.emplace_back(path, std::ios::binary);
+    if (!files.back()) {
+      err << "egressd: cannot read access log " << path << ": " << std::strerror(errno) << '\n';
+      return kExitFailure;
+    }
+  }
+  LearnOptions options;
+  options.today = today;
+  Learner learner(*v.config, v.policy, options);
+  std::string line;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    const std::size_t before = learner.malformed_lines();
+    while (std::getline(files[i], line)) learner.add_line(line);
+    if (files[i].bad()) {
+      err << "egressd: cannot read access log " << logs[i] << ": read error\n";
+      return kExitFailure;
+    }
+    if (const std::size_t skipped = learner.malformed_lines() - before; skipped > 0) {
+      err << "egressd: " << logs[i] << ": skipped " << skipped << " malformed line"
+          << (skipped == 1 ? "" : "s") << " (not an access-log record)\n";
+    }
+  }
+  out << learner.suggest().yaml;
+  return kExitOk;
 }
 
 int cmd_run(const std::string& path, const std::string& log_level, std::ostream& err,
@@ -191,19 +269,24 @@ int cmd_run(const std::string& path, const std::string& log_level, std::ostream&
 }
 
 bool is_subcommand(std::string_view arg) {
-  return arg == "run" || arg == "check" || arg == "explain" || arg == "test";
+  return arg == "run" || arg == "check" || arg == "explain" || arg == "test" || arg == "learn";
 }
 
-}  // namespace
-
-int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
-            const RunGateway& run_gateway) {
+int dispatch(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
+             const RunGateway& run_gateway) {
   // `run` is the default command: `egressd --config FILE` runs the gateway.
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
   const bool top_level_only =
       args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "--version";
-  if (!top_level_only && !is_subcommand(args[0])) args.insert(args.begin(), "run");
+  if (!top_level_only && !is_subcommand(args[0])) {
+    if (!args[0].starts_with("-")) {
+      err << "egressd: unknown command " << log::json_string(args[0])
+          << " (commands: run, check, explain, test, learn; see egressd --help)\n";
+      return kExitUsage;
+    }
+    args.insert(args.begin(), "run");
+  }
   std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
 
   CLI::App app{"egressd: an egress gateway that checks every outbound flow against an allow-list",
@@ -239,8 +322,17 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   test->add_option("cases", cases_path, "CASES.yaml: a list of test cases");
   test->add_option("--now", test_now, "Day to compare `until` with (YYYY-MM-DD, UTC)");
 
+  std::vector<std::string> logs;
+  auto* learn = app.add_subcommand(
+      "learn", "Suggest allow rules (YAML for policy.rules) from denied flows in access logs");
+  learn->add_option("--config", config_path, "Config file")->required();
+  learn->add_option("logs", logs, "ACCESS_LOG files (JSON lines)")->required();
+
   try {
-    if (args.empty()) throw CLI::RequiredError("a command or --config");
+    if (args.empty()) {
+      err << "egressd: a command or --config is required (see egressd --help)\n";
+      return kExitUsage;
+    }
     app.parse(args);
   } catch (const CLI::CallForHelp&) {
     out << app.help();
@@ -257,12 +349,27 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (check->parsed()) return cmd_check(config_path, out, err);
     if (explain->parsed()) return cmd_explain(ex, out, err);
     if (test->parsed()) return cmd_test(config_path, cases_path, test_now, out, err);
+    if (learn->parsed()) return cmd_learn(config_path, logs, out, err);
     return cmd_run(config_path, log_level, err, run_gateway);
   } catch (const UsageError& e) {
     err << "egressd: " << e.message << " (see egressd --help)\n";
     return kExitUsage;
+  }
+}
+
+}  // namespace
+
+int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err,
+            const RunGateway& run_gateway) {
+  // The one place exceptions stop: whatever escapes a command (out of
+  // memory, a broken invariant) is one sentence and exit 1, never a dump.
+  try {
+    return dispatch(argc, argv, out, err, run_gateway);
   } catch (const std::exception& e) {
     err << "egressd: " << e.what() << '\n';
+    return kExitFailure;
+  } catch (...) {
+    err << "egressd: an unexpected internal error occurred\n";
     return kExitFailure;
   }
 }

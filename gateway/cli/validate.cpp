@@ -1,7 +1,5 @@
 #include "egressd/cli/validate.hpp"
 
-#include <charconv>
-
 namespace egressd::cli {
 
 bool ValidatedConfig::ok() const noexcept {
@@ -15,7 +13,7 @@ bool ValidatedConfig::ok() const noexcept {
 ValidatedConfig load_and_validate(const std::string& path, std::chrono::sys_days today,
                                   bool run_own_tests) {
   ValidatedConfig out;
-  config::LoadResult loaded = config::load_config_file(path);
+  config::LoadResult loaded = config::load_config_file(path, config::LoadOptions{today});
   out.diagnostics = std::move(loaded.diagnostics);
   if (!loaded.config) return out;
   out.config = std::move(loaded.config);
@@ -28,37 +26,41 @@ ValidatedConfig load_and_validate(const std::string& path, std::chrono::sys_days
     config::Diagnostic d;
     d.severity = config::Diagnostic::Severity::error;
     d.pos = r.test->pos;
-    d.message = "policy test failed: " + r.failure;
+    d.message = "policy test failed: " + describe_failure(r);
     out.diagnostics.push_back(std::move(d));
   }
   return out;
 }
 
-std::chrono::sys_days utc_today() {
-  return std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
+std::string describe_failure(const policy::TestResult& result) {
+  // run_tests judged nothing (e.g. an unknown listener): its text says why.
+  if (result.test == nullptr || result.verdict.rule.empty()) return result.failure;
+  const config::TestCase& c = *result.test;
+  std::string out = "expected ";
+  switch (c.expect) {
+    case config::Expect::allow:
+      out += "allow";
+      break;
+    case config::Expect::deny:
+      out += "deny";
+      break;
+    case config::Expect::audit_deny:
+      out += "audit_deny";
+      break;
+  }
+  if (c.rule) out += " (rule " + *c.rule + ")";
+  out += ", got ";
+  out += policy::to_string(result.verdict.decision);
+  out += " (rule ";
+  out += result.verdict.rule;
+  out += ": ";
+  out += result.verdict.reason;
+  out += ")";
+  return out;
 }
 
-std::optional<std::chrono::sys_days> parse_date(std::string_view text) {
-  // Exactly YYYY-MM-DD.
-  if (text.size() != 10 || text[4] != '-' || text[7] != '-') return std::nullopt;
-  auto number = [&](std::size_t pos, std::size_t len) -> std::optional<int> {
-    int v = 0;
-    const char* first = text.data() + pos;
-    for (std::size_t i = 0; i < len; ++i) {
-      if (first[i] < '0' || first[i] > '9') return std::nullopt;
-    }
-    std::from_chars(first, first + len, v);
-    return v;
-  };
-  auto y = number(0, 4);
-  auto m = number(5, 2);
-  auto d = number(8, 2);
-  if (!y || !m || !d) return std::nullopt;
-  const std::chrono::year_month_day ymd{std::chrono::year{*y},
-                                        std::chrono::month{static_cast<unsigned>(*m)},
-                                        std::chrono::day{static_cast<unsigned>(*d)}};
-  if (!ymd.ok()) return std::nullopt;
-  return std::chrono::sys_days{ymd};
+std::chrono::sys_days utc_today() {
+  return std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
 }
 
 }  // namespace egressd::cli

@@ -15,8 +15,8 @@ inline constexpr int kExitUsage = 2;    // bad usage
 // Runs the gateway for `egressd run`: (config path, log level, err) -> exit
 // code. main() passes the data plane's entry point; the CLI itself stays
 // free of sockets.
-using RunGateway =
-    std::function<int(const std::string& config_path, const std::string& log_level, std::ostream& err)>;
+using RunGateway = std::function<int(const std::string& config_path, const std::string& log_level,
+                                     std::ostream& err)>;
 
 // Parses argv and runs the command; output goes to `out`, errors to `err`.
 // Never throws: every error becomes a sentence on `err` and an exit code.

@@ -15,9 +15,9 @@
 namespace egressd::cli {
 
 struct ValidatedConfig {
-  std::optional<config::ConfigSpec> config;  // set unless loading failed
+  std::optional<config::ConfigSpec> config;              // set unless loading failed
   std::shared_ptr<const policy::CompiledPolicy> policy;  // set unless loading failed
-  std::vector<config::Diagnostic> diagnostics;  // errors, warnings, failed own tests
+  std::vector<config::Diagnostic> diagnostics;           // errors, warnings, failed own tests
 
   // No error: the config may replace a running one.
   [[nodiscard]] bool ok() const noexcept;
@@ -25,13 +25,17 @@ struct ValidatedConfig {
 
 // Loads `path`, compiles its policy and, when `run_own_tests`, runs the
 // config's own `tests:`; a failing case is an error diagnostic at its
-// position. `today` is the UTC day `until` is compared with.
+// position. `today` is the UTC day `until` is compared with, by the tests
+// and by the loader's "until has passed" warning. Never throws on bad input:
+// an unreadable or invalid file is diagnostics, `config` and `policy` unset.
 ValidatedConfig load_and_validate(const std::string& path, std::chrono::sys_days today,
                                   bool run_own_tests = true);
 
+// A failed case in one phrase, without its position: `expected allow (rule
+// github), got deny (rule default: no rule matched; default deny)`.
+std::string describe_failure(const policy::TestResult& result);
+
 // Today's date in UTC.
 std::chrono::sys_days utc_today();
-// "YYYY-MM-DD" (a real calendar date) or nullopt.
-std::optional<std::chrono::sys_days> parse_date(std::string_view text);
 
 }  // namespace egressd::cli

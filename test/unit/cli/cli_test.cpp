@@ -1,0 +1,412 @@
+// The command line, driven through run_cli with string streams: output,
+// stderr sentences and exit codes exactly as the contract's "Command line".
+
+#include "egressd/cli/cli.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "egressd/version.hpp"
+
+namespace egressd::cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+using ::testing::StartsWith;
+
+const std::string kData = EGRESSD_TESTDATA_DIR;
+const std::string kGood = kData + "/cli/good.yaml";
+
+struct CliRun {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+CliRun run(std::initializer_list<std::string> args, const RunGateway& gateway = {}) {
+  std::vector<std::string> storage{"egressd"};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<const char*> argv;
+  for (const auto& a : storage) argv.push_back(a.c_str());
+  std::ostringstream out;
+  std::ostringstream err;
+  CliRun r;
+  r.code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err, gateway);
+  r.out = out.str();
+  r.err = err.str();
+  return r;
+}
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+// One clear sentence: a single line starting "egressd: ".
+void expect_one_sentence(const std::string& err) {
+  EXPECT_THAT(err, StartsWith("egressd: "));
+  EXPECT_EQ(lines(err).size(), 1U) << err;
+}
+
+// --- check ---------------------------------------------------------------
+
+TEST(Check, GoodConfigPrintsSummaryAndExitsZero) {
+  const CliRun r = run({"check", "--config", kGood});
+  EXPECT_EQ(r.code, kExitOk);
+  EXPECT_EQ(r.out, kGood + ": OK (2 listeners, 3 rules, 2 tests passed)\n");
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(Check, EveryMistakeIsOneFileLineColLine) {
+  const std::string path = kData + "/cli/mistakes.yaml";
+  const CliRun r = run({"check", "--config", path});
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_EQ(r.out, "");
+  const auto got = lines(r.err);
+  // mode, default, the port and the trust warning; the host without ports
+  // warns too.
+  ASSERT_GE(got.size(), 4U) << r.err;
+  for (const auto& l : got) {
+    EXPECT_THAT(l, StartsWith(path + ":")) << l;
+    EXPECT_THAT(l, MatchesRegex(".*:[0-9]+:[0-9]+: .*")) << l;
+  }
+  EXPECT_THAT(r.err, HasSubstr(path + ":4:11: "));            // mode: sideways
+  EXPECT_THAT(r.err, HasSubstr(path + ":6:12: "));            // default: maybe
+  EXPECT_THAT(r.err, HasSubstr(path + ":11:19: "));           // ports: [70000]
+  EXPECT_THAT(r.err, HasSubstr(path + ":13:24: warning: "));  // destination: trust
+}
+
+TEST(Check, WarningsDoNotChangeTheExitCode) {
+  const std::string path = kData + "/cli/warnings.yaml";
+  const CliRun r = run({"check", "--config", path});
+  EXPECT_EQ(r.code, kExitOk);
+  EXPECT_EQ(r.out, path + ": OK (1 listener, 1 rule, 0 tests passed)\n");
+  const auto got = lines(r.err);
+  ASSERT_EQ(got.size(), 2U) << r.err;
+  for (const auto& l : got) EXPECT_THAT(l, MatchesRegex(".*:[0-9]+:[0-9]+: warning: .*")) << l;
+}
+
+TEST(Check, FailingOwnTestIsAnErrorAtTheCase) {
+  const std::string path = kData + "/cli/failing_own_test.yaml";
+  const CliRun r = run({"check", "--config", path});
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, path +
+                       ":12:7: policy test failed: expected allow, got deny (rule default: no "
+                       "rule matched; default deny)\n");
+}
+
+TEST(Check, UnreadableConfigExitsOne) {
+  const std::string path = kData + "/cli/does-not-exist.yaml";
+  const CliRun r = run({"check", "--config", path});
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_THAT(r.err, StartsWith(path + ": "));
+  EXPECT_EQ(lines(r.err).size(), 1U);
+}
+
+// --- explain -------------------------------------------------------------
+
+boost::json::object explain_json(const CliRun& r) {
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(lines(r.out).size(), 1U) << r.out;
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(r.out, ec);
+  EXPECT_FALSE(ec) << r.out;
+  if (ec || !v.is_object()) return {};
+  return v.as_object();
+}
+
+struct ExplainCase {
+  const char* label;
+  std::vector<std::string> args;  // after --config good.yaml
+  const char* decision;
+  const char* rule;
+  const char* integrity;  // nullptr = absent
+};
+
+class Explain : public ::testing::TestWithParam<ExplainCase> {};
+
+TEST_P(Explain, PrintsOneJsonObject) {
+  const ExplainCase& c = GetParam();
+  std::vector<std::string> storage{"egressd", "explain", "--config", kGood};
+  storage.insert(storage.end(), c.args.begin(), c.args.end());
+  std::vector<const char*> argv;
+  for (const auto& a : storage) argv.push_back(a.c_str());
+  std::ostringstream out;
+  std::ostringstream err;
+  CliRun r;
+  r.code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
+  r.out = out.str();
+  r.err = err.str();
+  const boost::json::object o = explain_json(r);
+  EXPECT_EQ(o.at("decision").as_string(), c.decision);
+  EXPECT_EQ(o.at("rule").as_string(), c.rule);
+  EXPECT_FALSE(o.at("reason").as_string().empty());
+  if (c.integrity != nullptr) {
+    EXPECT_EQ(o.at("integrity").as_string(), c.integrity);
+    EXPECT_EQ(o.size(), 4U);
+  } else {
+    EXPECT_FALSE(o.contains("integrity"));
+    EXPECT_EQ(o.size(), 3U);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cli, Explain,
+    ::testing::Values(
+        ExplainCase{"allow_host",
+                    {"--src", "10.0.1.5", "--dst", "140.82.112.3:443", "--host", "github.com"},
+                    "allow",
+                    "github",
+                    "verify"},
+        ExplainCase{
+            "allow_resolve",
+            {"--src", "10.0.1.5", "--dst", "185.199.108.153:443", "--host", "docs.github.io"},
+            "allow",
+            "github",
+            "resolve"},
+        ExplainCase{"allow_cidr",
+                    {"--src", "10.0.1.5", "--dst", "140.82.112.3:22"},
+                    "allow",
+                    "github",
+                    nullptr},
+        ExplainCase{"deny_default",
+                    {"--src", "10.0.9.9", "--dst", "1.2.3.4:443", "--host", "evil.example"},
+                    "deny",
+                    "default",
+                    nullptr},
+        ExplainCase{"invalid_name",
+                    {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--host", "a..b"},
+                    "deny",
+                    "builtin:invalid-name",
+                    nullptr},
+        ExplainCase{"no_sni",
+                    {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--proto", "tls"},
+                    "deny",
+                    "builtin:no-sni",
+                    nullptr},
+        ExplainCase{"guard_private_by_name",
+                    {"--src", "10.0.1.5", "--dst", "10.1.2.3:443", "--host", "github.com"},
+                    "deny",
+                    "builtin:guard",
+                    nullptr},
+        ExplainCase{"audit_deny_until_not_reached",
+                    {"--src", "10.0.1.5", "--dst", "104.20.1.1:443", "--host", "www.pastebin.com",
+                     "--now", "2099-12-31"},
+                    "audit_deny",
+                    "no-paste-sites",
+                    "verify"},  // the host entry of `web` lets it pass
+        ExplainCase{"deny_after_until",
+                    {"--src", "10.0.1.5", "--dst", "104.20.1.1:443", "--host", "www.pastebin.com",
+                     "--now", "2100-01-01"},
+                    "deny",
+                    "no-paste-sites",
+                    nullptr},
+        ExplainCase{"explicit_listener",
+                    {"--src", "10.0.1.5", "--dst", "140.82.112.3:443", "--host", "github.com",
+                     "--proto", "connect", "--listener", "proxy"},
+                    "allow",
+                    "github",
+                    "verify"}),
+    [](const auto& test_info) { return std::string(test_info.param.label); });
+
+TEST(ExplainIntegrity, FailedIntegrityCannotHappenWithoutNetwork) {
+  // explain needs no network: a host match counts, so a name that in
+  // traffic would fail verify is reported as the entry's mode.
+  const CliRun r = run({"explain", "--config", kGood, "--src", "10.0.1.5", "--dst",
+                        "203.0.113.1:443", "--host", "github.com"});
+  const auto o = explain_json(r);
+  EXPECT_EQ(o.at("decision").as_string(), "allow");
+  EXPECT_EQ(o.at("integrity").as_string(), "verify");
+}
+
+struct BadUsage {
+  const char* label;
+  std::vector<std::string> args;
+  const char* mentions;
+};
+
+class ExplainBadUsage : public ::testing::TestWithParam<BadUsage> {};
+
+TEST_P(ExplainBadUsage, ExitsTwoWithOneSentence) {
+  const BadUsage& c = GetParam();
+  std::vector<std::string> storage{"egressd", "explain", "--config", kGood};
+  storage.insert(storage.end(), c.args.begin(), c.args.end());
+  std::vector<const char*> argv;
+  for (const auto& a : storage) argv.push_back(a.c_str());
+  std::ostringstream out;
+  std::ostringstream err;
+  EXPECT_EQ(run_cli(static_cast<int>(argv.size()), argv.data(), out, err), kExitUsage);
+  EXPECT_EQ(out.str(), "");
+  expect_one_sentence(err.str());
+  EXPECT_THAT(err.str(), HasSubstr(c.mentions));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cli, ExplainBadUsage,
+    ::testing::Values(
+        BadUsage{"bad_src", {"--src", "10.0.1", "--dst", "1.2.3.4:443"}, "--src"},
+        BadUsage{"src_with_newline", {"--src", "10.0.0.1\nx", "--dst", "1.2.3.4:443"}, "--src"},
+        BadUsage{"bad_dst_no_port", {"--src", "10.0.1.5", "--dst", "1.2.3.4"}, "--dst"},
+        BadUsage{
+            "bad_dst_v6_unbracketed", {"--src", "10.0.1.5", "--dst", "2001:db8::1:443"}, "--dst"},
+        BadUsage{"bad_proto",
+                 {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--proto", "udp"},
+                 "--proto"},
+        BadUsage{"bad_now",
+                 {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--now", "2026-02-30"},
+                 "--now"},
+        BadUsage{"unknown_listener",
+                 {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--listener", "nope"},
+                 "--listener"},
+        BadUsage{"missing_dst", {"--src", "10.0.1.5"}, "--dst"},
+        BadUsage{
+            "unknown_flag", {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--bogus"}, "--bogus"}),
+    [](const auto& test_info) { return std::string(test_info.param.label); });
+
+TEST(Explain, UnreadableConfigExitsOne) {
+  const CliRun r = run({"explain", "--config", kData + "/cli/nope.yaml", "--src", "10.0.1.5",
+                        "--dst", "1.2.3.4:443"});
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(lines(r.err).size(), 1U);
+}
+
+// --- test ----------------------------------------------------------------
+
+TEST(TestCommand, ConfigOwnTestsOnly) {
+  const CliRun r = run({"test", "--config", kGood});
+  EXPECT_EQ(r.code, kExitOk);
+  EXPECT_EQ(r.out, "2 passed, 0 failed\n");
+}
+
+TEST(TestCommand, OneFailingCaseThenSummary) {
+  const std::string cases = kData + "/cli/cases.yaml";
+  const CliRun r = run({"test", "--config", kGood, cases});
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_EQ(r.out, cases +
+                       ":4:3: expected allow, got deny (rule default: no rule matched; default "
+                       "deny)\n5 passed, 1 failed\n");
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(TestCommand, UnknownListenerOrRuleInCasesFailsThatCase) {
+  const std::string cases = kData + "/cli/cases_unknown_names.yaml";
+  const CliRun r = run({"test", "--config", kGood, cases});
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_EQ(r.out, cases + ":1:3: no listener is named \"nope\"\n" + cases +
+                       ":2:3: no rule is named \"gitbub\" (expected a rule name, default or "
+                       "builtin:...)\n3 passed, 2 failed\n");
+}
+
+TEST(TestCommand, NowChangesAnUntilOutcome) {
+  const std::string cases = kData + "/cli/cases_until.yaml";
+  const CliRun before = run({"test", "--config", kGood, cases, "--now", "2099-12-31"});
+  EXPECT_EQ(before.code, kExitOk);
+  EXPECT_EQ(before.out, "3 passed, 0 failed\n");
+  const CliRun after = run({"test", "--config", kGood, cases, "--now", "2100-01-01"});
+  EXPECT_EQ(after.code, kExitFailure);
+  EXPECT_THAT(after.out, HasSubstr(cases + ":2:3: expected audit_deny (rule no-paste-sites), got "
+                                           "deny (rule no-paste-sites: "));
+  EXPECT_THAT(after.out, HasSubstr("\n2 passed, 1 failed\n"));
+}
+
+TEST(TestCommand, BadCasesFileIsInvalidInput) {
+  const CliRun r = run({"test", "--config", kGood, kData + "/config/cases_not_a_list.yaml"});
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_THAT(r.err, HasSubstr("cases_not_a_list.yaml:"));
+}
+
+TEST(TestCommand, BadNowIsBadUsage) {
+  const CliRun r = run({"test", "--config", kGood, "--now", "tomorrow"});
+  EXPECT_EQ(r.code, kExitUsage);
+  expect_one_sentence(r.err);
+}
+
+// --- top level -----------------------------------------------------------
+
+TEST(TopLevel, Version) {
+  const CliRun r = run({"--version"});
+  EXPECT_EQ(r.code, kExitOk);
+  EXPECT_EQ(r.out, std::string("egressd ") + kVersion + "\n");
+}
+
+TEST(TopLevel, Help) {
+  for (const char* flag : {"--help", "-h"}) {
+    const CliRun r = run({flag});
+    EXPECT_EQ(r.code, kExitOk);
+    for (const char* cmd : {"run", "check", "explain", "test", "learn"})
+      EXPECT_THAT(r.out, HasSubstr(cmd));
+  }
+  const CliRun sub = run({"explain", "--help"});
+  EXPECT_EQ(sub.code, kExitOk);
+  EXPECT_THAT(sub.out, HasSubstr("--listener"));
+}
+
+TEST(TopLevel, UnknownSubcommandIsBadUsage) {
+  const CliRun r = run({"frobnicate", "--config", kGood});
+  EXPECT_EQ(r.code, kExitUsage);
+  expect_one_sentence(r.err);
+  EXPECT_THAT(r.err, HasSubstr("frobnicate"));
+}
+
+TEST(TopLevel, UnknownFlagIsBadUsage) {
+  const CliRun r = run({"check", "--config", kGood, "--frobnicate"});
+  EXPECT_EQ(r.code, kExitUsage);
+  expect_one_sentence(r.err);
+}
+
+TEST(TopLevel, NoArgumentsIsBadUsage) {
+  const CliRun r = run({});
+  EXPECT_EQ(r.code, kExitUsage);
+  expect_one_sentence(r.err);
+}
+
+TEST(TopLevel, BadLogLevelIsBadUsage) {
+  const CliRun r = run({"--config", kGood, "--log-level", "loud"});
+  EXPECT_EQ(r.code, kExitUsage);
+  expect_one_sentence(r.err);
+}
+
+TEST(TopLevel, ConfigAloneDefaultsToRun) {
+  std::string seen_path;
+  std::string seen_level;
+  const RunGateway gateway = [&](const std::string& path, const std::string& level, std::ostream&) {
+    seen_path = path;
+    seen_level = level;
+    return 0;
+  };
+  EXPECT_EQ(run({"--config", kGood, "--log-level", "debug"}, gateway).code, kExitOk);
+  EXPECT_EQ(seen_path, kGood);
+  EXPECT_EQ(seen_level, "debug");
+  EXPECT_EQ(run({"run", "--config", kGood}, gateway).code, kExitOk);
+  EXPECT_EQ(seen_level, "info");
+}
+
+TEST(TopLevel, RunWithoutGatewayIsARuntimeError) {
+  const CliRun r = run({"--config", kGood});
+  EXPECT_EQ(r.code, kExitFailure);
+  expect_one_sentence(r.err);
+  EXPECT_THAT(r.err, HasSubstr("without the gateway"));
+}
+
+TEST(TopLevel, GatewayExceptionIsOneSentence) {
+  const RunGateway gateway = [](const std::string&, const std::string&, std::ostream&) -> int {
+    throw std::runtime_error("cannot bind 0.0.0.0:15001: address in use");
+  };
+  const CliRun r = run({"--config", kGood}, gateway);
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_EQ(r.err, "egressd: cannot bind 0.0.0.0:15001: address in use\n");
+}
+
+}  // namespace
+}  // namespace egressd::cli
