@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Side-by-side run of egressd against HAProxy and nginx (and "direct", the
+# no-proxy reference) with the peers harness copied in bench/peers/.
+#
+#   bench/run-peers.sh [--egressd PATH] [harness options, e.g. --quick]
+#
+# Builds a private network world, runs bench/peers/run.sh inside it and
+# removes it again (trap), then leaves table.md and results.json under
+# bench/results/<date>[-quick]/. Needs root, the tools of bench/peers/setup.sh,
+# iptables and dnsmasq. CONTESTANTS="haproxy nginx egressd" by default.
+#
+# World (addresses only from 198.18.0.0/15, the benchmarking range):
+#
+#   netns egb-h-<pid> (harness)                 netns egb-b-<pid> (origin)
+#   clients, harness, contestants               nginx https :9443, iperf3 :5201,
+#   lo: 127.0.0.1 (proxy listeners)             dnsmasq :53 (allowed.test names
+#   veth-h 198.18.99.1/24  <--- veth pair --->  veth-b 198.18.99.2/24  -> .2)
+#
+# Every contestant uses that path: client -> [proxy on lo ->] veth -> origin.
+# egressd is transparent: during its turns only, the harness adds
+#   iptables -t nat -A OUTPUT -d 198.18.99.2 -p tcp --dports 9443,5201
+#            -m mark ! --mark 0x1 -j REDIRECT --to-ports <listener>
+# so clients' connections to the origin land on its redirect listener, while
+# its own upstream sockets (upstream.mark: 1) go out unchanged. egressd's
+# built-in guard (no loopback, no own address) is untouched: the origin is a
+# different host as far as egressd can tell.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+
+egressd=""
+args=()
+while (($#)); do
+  case "$1" in
+    --egressd) egressd="$2"; shift 2 ;;
+    --egressd=*) egressd="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+if [ -z "$egressd" ]; then
+  for cand in "$repo/build/bench/egressd" "$repo/build/bench/gateway/egressd" \
+              "$repo/build/release/egressd" "$repo/build/release/gateway/egressd"; do
+    if [ -x "$cand" ]; then egressd="$cand"; break; fi
+  done
+fi
+if [ -z "$egressd" ] || [ ! -x "$egressd" ]; then
+  echo "no egressd binary: build it (cmake --build build/bench --target egressd) or pass --egressd PATH" >&2
+  exit 2
+fi
+egressd="$(readlink -f "$egressd")"
+for t in ip iptables dnsmasq; do
+  command -v "$t" >/dev/null || { echo "missing $t (apt-get install iproute2 iptables dnsmasq)" >&2; exit 2; }
+done
+if [ "$(id -u)" != 0 ]; then echo "run as root (network namespaces, iptables)" >&2; exit 2; fi
+
+quick=""
+for a in "${args[@]+"${args[@]}"}"; do [ "$a" = "--quick" ] && quick="-quick"; done
+out="$here/results/$(date -u +%Y-%m-%d)$quick"
+read -r -a contestants <<<"${CONTESTANTS:-haproxy nginx egressd}"
+
+hns="egb-h-$$"
+bns="egb-b-$$"
+hip=198.18.99.1
+bip=198.18.99.2
+mkdir -p /tmp/peersbench
+dns_pid=""
+
+cleanup() {
+  set +e
+  if [ -n "$dns_pid" ]; then kill "$dns_pid" 2>/dev/null; wait "$dns_pid" 2>/dev/null; fi
+  ip netns del "$hns" 2>/dev/null
+  ip netns del "$bns" 2>/dev/null
+  rm -f "/tmp/peersbench/dnsmasq-$$.pid"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ip netns add "$hns"
+ip netns add "$bns"
+ip link add veth-h netns "$hns" type veth peer name veth-b netns "$bns"
+# loopback-sized MTU on the veth so the origin leg moves data in segments as
+# large as the baseline's all-loopback setup did
+ip -n "$hns" link set lo up
+ip -n "$hns" link set veth-h mtu 65535 up
+ip -n "$hns" addr add "$hip/24" dev veth-h
+ip -n "$bns" link set lo up
+ip -n "$bns" link set veth-b mtu 65535 up
+ip -n "$bns" addr add "$bip/24" dev veth-b
+# A nat OUTPUT chain for the whole run, so connection tracking is on for
+# every contestant, not only during egressd's turns (this rule matches an
+# address nobody uses).
+ip netns exec "$hns" iptables -t nat -A OUTPUT -d 198.18.99.250/32 -j RETURN
+
+# The origin's DNS: allowed.test and everything below it -> the origin, every
+# other .test name NXDOMAIN. TTL 60 s as a typical real record.
+ip netns exec "$bns" taskset -c 0 dnsmasq --keep-in-foreground --conf-file=/dev/null \
+  --no-resolv --no-hosts --bind-interfaces --listen-address="$bip" \
+  --address=/allowed.test/"$bip" --local=/test/ --local-ttl=60 \
+  --pid-file="/tmp/peersbench/dnsmasq-$$.pid" &
+dns_pid=$!
+
+export PEERS_BACKEND_IP="$bip"
+export PEERS_BACKEND_NETNS="$bns"
+export PEERS_EGRESSD="$egressd"
+export PEERS_EGRESSD_PORT="${PEERS_EGRESSD_PORT:-22443}"
+export PEERS_EGRESSD_ADMIN_PORT="${PEERS_EGRESSD_ADMIN_PORT:-22901}"
+export PEERS_EGRESSD_ACCESS_LOG="${PEERS_EGRESSD_ACCESS_LOG:-/tmp/peersbench/egressd-access-$$.log}"
+export PEERS_DNS="$bip:53"
+: >"$PEERS_EGRESSD_ACCESS_LOG" 2>/dev/null || true
+
+echo "egressd: $egressd ($("$egressd" --version 2>&1 | head -1))"
+echo "world: netns $hns ($hip) <-veth-> netns $bns ($bip); results -> $out"
+mkdir -p "$out"
+rc=0
+ip netns exec "$hns" "$here/peers/run.sh" --out "$out" "${args[@]+"${args[@]}"}" "${contestants[@]}" || rc=$?
+# keep the small, commit-worthy files only (the harness also writes a CSV of
+# every rep; results.json holds the same rows)
+rm -f "$out/results.csv"
+if [ -f "$PEERS_EGRESSD_ACCESS_LOG" ]; then
+  echo "egressd access log: $PEERS_EGRESSD_ACCESS_LOG ($(wc -l <"$PEERS_EGRESSD_ACCESS_LOG") records)"
+fi
+exit "$rc"
