@@ -154,7 +154,6 @@ Result run_once(Path path, std::uint64_t bytes, int relay_cpu, int load_cpu) {
     BufferPool buffers;
     PipePool pipes(16, path == Path::splice_64k ? std::size_t{64} << 10 : std::size_t{1} << 20);
     RelayOptions options;
-    options.idle = std::chrono::milliseconds(60'000);
     options.buffers = &buffers;
     options.pipes = path == Path::copy ? nullptr : &pipes;
     RelayControl control;

@@ -318,7 +318,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
     co_return;
   }
   std::optional<Endpoint> dst = listener->mode == config::ListenerMode::redirect
-                                    ? net::original_destination(fd)
+                                    ? net::original_destination(fd, rec.src.ip.family())
                                     : net::local_endpoint(fd);
   // A connection made to the listener itself (not redirected) has no
   // original destination: its destination is the gateway, which the guard
@@ -496,7 +496,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
     std::vector<std::uint8_t>().swap(sniffed_bytes);  // idle flows hold no sniff buffer
   }
   relay::RelayOptions options;
-  options.idle = snapshot->timeouts.idle;
+  flow.active().idle = snapshot->timeouts.idle;
   options.pipes = &worker.pipes();
   options.buffers = &worker.buffers();
   const relay::EndReason end = co_await relay::relay(client, upstream, options, flow.control);

@@ -44,15 +44,15 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const Listener
   }
 }
 
-// Publishes the bytes of open flows once a second. Cheap: one pass over
-// this worker's open flows, no lock, no syscall per flow.
-asio::awaitable<void> report_bytes_loop(Worker& worker) {
+// Once a second: one pass over this worker's open flows, no lock, no
+// syscall per flow.
+asio::awaitable<void> sweep_loop(Worker& worker) {
   asio::steady_timer tick(worker.io());
   for (;;) {
     tick.expires_after(std::chrono::seconds(1));
     auto [ec] = co_await tick.async_wait(kNoThrow);
     if (ec) co_return;
-    worker.report_open_flow_bytes();
+    worker.sweep();
   }
 }
 
@@ -85,19 +85,21 @@ std::size_t SourceLimiter::Hash::operator()(const IpAddress& ip) const noexcept 
 Worker::Worker(std::size_t index, const Services& services, std::size_t max_flows,
                std::size_t max_pipes)
     : index_(index), services_(services), max_flows_(max_flows), pipes_(max_pipes) {
-  if (services_.metrics != nullptr) {
-    asio::co_spawn(io_, report_bytes_loop(*this), asio::detached);
-  }
+  asio::co_spawn(io_, sweep_loop(*this), asio::detached);
 }
 
-void Worker::report_open_flow_bytes() {
-  auto& m = metrics();
+void Worker::sweep() {
+  const auto now = std::chrono::steady_clock::now();
   for (auto& f : flows_) {
     if (f.control == nullptr) continue;
+    if (f.idle.count() > 0 && f.client != nullptr && f.upstream != nullptr) {
+      relay::stop_if_idle(*f.client, *f.upstream, *f.control, f.idle, now);
+    }
+    if (services_.metrics == nullptr) continue;
     const std::uint64_t up = f.control->bytes_up - f.reported_up;
     const std::uint64_t down = f.control->bytes_down - f.reported_down;
     if (up == 0 && down == 0) continue;
-    m.add_bytes(f.listener_index, up, down);
+    metrics().add_bytes(f.listener_index, up, down);
     f.reported_up = f.control->bytes_up;
     f.reported_down = f.control->bytes_down;
   }

@@ -69,14 +69,10 @@ std::optional<Endpoint> peer_endpoint(int fd) noexcept {
   return endpoint_from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
 }
 
-std::optional<Endpoint> original_destination(int fd) noexcept {
-  // The conntrack entry is per family of the flow, not of the socket: an
-  // IPv4 client on a dual-stack IPv6 listener needs the IPv4 option.
-  const auto local = local_endpoint(fd);
-  if (!local) return std::nullopt;
+std::optional<Endpoint> original_destination(int fd, IpAddress::Family flow_family) noexcept {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  const int rc = local->ip.is_v4()
+  const int rc = flow_family == IpAddress::Family::v4
                      ? ::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &ss, &len)
                      : ::getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len);
   if (rc != 0) return std::nullopt;

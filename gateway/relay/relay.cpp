@@ -5,8 +5,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cerrno>
@@ -87,6 +85,10 @@ awaitable<std::optional<DirectionEnd>> splice_burst(Socket& from, Socket& to, Pi
 // One burst through a pooled buffer.
 awaitable<std::optional<DirectionEnd>> copy_burst(Socket& from, Socket& to, BufferPool& pool,
                                                   std::uint64_t& count, RelayControl& control) {
+  // Synchronous reads below need the user-visible non-blocking mode; set
+  // it once, only for flows that take this path (an ioctl each).
+  boost::system::error_code nb;
+  if (!from.non_blocking()) from.non_blocking(true, nb);
   auto buffer = pool.acquire();
   const std::size_t size = pool.buffer_size();
   std::optional<DirectionEnd> end;
@@ -136,22 +138,6 @@ awaitable<DirectionEnd> pump(Socket& from, Socket& to, std::uint64_t& count,
       if (*end == DirectionEnd::reset) cancel_both(from, to);
       co_return *end;
     }
-  }
-}
-
-awaitable<void> watchdog(Socket& client, Socket& upstream, std::chrono::milliseconds idle,
-                         RelayControl& control) {
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  for (;;) {
-    const auto deadline = control.last_activity + idle;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      if (!control.stop_reason) control.stop_reason = EndReason::idle_timeout;
-      cancel_both(client, upstream);
-      co_return;
-    }
-    timer.expires_at(deadline);
-    auto [ec] = co_await timer.async_wait(kNoThrow);
-    if (ec) co_return;  // the relay ended first
   }
 }
 
@@ -212,24 +198,26 @@ void BufferPool::release(std::unique_ptr<std::byte[]> b) {
 
 awaitable<EndReason> relay(Socket& client, Socket& upstream, const RelayOptions& options,
                            RelayControl& control) {
-  boost::system::error_code ignored;
-  client.non_blocking(true, ignored);
-  upstream.non_blocking(true, ignored);
+  // splice() needs O_NONBLOCK on both sockets: Asio sets it on a socket
+  // before its first asynchronous wait, and every splice follows one.
   control.last_activity = std::chrono::steady_clock::now();
-
-  auto result = co_await ((pump(client, upstream, control.bytes_up, options, control) &&
-                           pump(upstream, client, control.bytes_down, options, control)) ||
-                          watchdog(client, upstream, options.idle, control));
-
+  const auto [up, down] = co_await (pump(client, upstream, control.bytes_up, options, control) &&
+                                    pump(upstream, client, control.bytes_down, options, control));
   if (control.stop_reason) co_return *control.stop_reason;
-  if (result.index() == 1) co_return EndReason::idle_timeout;
-  const auto [up, down] = std::get<0>(result);
   if (up == DirectionEnd::eof && down == DirectionEnd::eof) co_return EndReason::eof;
   // A reset on one side: pass it on as a reset (RST), not a clean FIN.
   const ::linger hard{1, 0};
   ::setsockopt(client.native_handle(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
   ::setsockopt(upstream.native_handle(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
   co_return EndReason::reset;
+}
+
+bool stop_if_idle(Socket& client, Socket& upstream, RelayControl& control,
+                  std::chrono::milliseconds idle, std::chrono::steady_clock::time_point now) {
+  if (control.stop_reason || now - control.last_activity < idle) return false;
+  control.stop_reason = EndReason::idle_timeout;
+  cancel_both(client, upstream);
+  return true;
 }
 
 }  // namespace egressd::relay

@@ -340,6 +340,19 @@ def read_http(conn):
     return status, headers, body
 
 
+def close_after_eof(s, timeout=2.0):
+    """Reads (and drops) what the server still sends — its close_notify,
+    session tickets — until its FIN, then closes: closing with unread bytes
+    would make the kernel send a RST, and the flow would end as `reset`."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    s.close()
+
+
 def tls_get(dst, sni, ca, path="/", dribble=0.0, src=None, keep_alive=False, timeout=20):
     s = connect(dst, src, timeout)
     ctx = ssl.create_default_context(cafile=ca)
@@ -358,7 +371,7 @@ def cmd_tls(a):
         s, conn, status, headers, body = tls_get(a.dst, a.sni, a.ca, a.path, a.dribble, a.src)
         r.update(local=local(s), status=status, headers=headers, body=body[:512].decode("latin-1"),
                  len=len(body), sha256=hashlib.sha256(body).hexdigest(), error=None)
-        s.close()
+        close_after_eof(s)
     except ssl.SSLError as e:
         r.update(status=None, error="ssl:" + str(e.reason or e))
     except OSError as e:

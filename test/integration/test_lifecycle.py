@@ -205,3 +205,24 @@ class DrainTest(harness.GatewayTest):
         self.assertRecord(one(event="flow", host="allowed.test"), close="eof", decision="allow")
         self.assertRecord(one(event="flow", src=held.local), close="drained", decision="allow")
         self.assertRecord(one(event="flow", src=late.local), close="eof", decision="allow")
+
+
+class IdleTimeoutTest(harness.GatewayTest):
+    """timeouts.idle ends a relay that moved no byte for that long; a flow
+    that keeps talking lives on."""
+    rules = RULES
+    config_overrides = {"timeouts": {"sniff": "2s", "connect": "2s", "idle": "2s",
+                                     "drain_delay": "1s", "drain": "3s"}}
+
+    def test_idle_flow_is_closed_with_idle_timeout(self):
+        held = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT))
+        t0 = time.monotonic()
+        reply = held.release("wait", timeout=20)
+        waited = time.monotonic() - t0
+        self.assertIn(reply["closed"], ("eof", "reset"), reply)
+        # idle is 2 s; the sweep runs every second.
+        self.assertGreater(waited, 1.5, reply)
+        self.assertLess(waited, 6, reply)
+        rec = self.flow(src=held.local)
+        self.assertDecision(rec, "allow", "echo", close="idle_timeout", proto="tcp")
+        self.assertRecord(rec, bytes_up=6, bytes_down=6)

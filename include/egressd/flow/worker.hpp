@@ -88,6 +88,8 @@ struct ActiveFlow {
   boost::asio::ip::tcp::socket* upstream = nullptr;
   relay::RelayControl* control = nullptr;
   std::size_t listener_index = 0;
+  std::chrono::milliseconds idle{0};  // timeouts.idle once relaying; 0 before
+
   // Bytes already added to egressd_flow_bytes_total, so a week-long tunnel
   // shows its traffic in the metrics while it runs, not only at its end.
   std::uint64_t reported_up = 0;
@@ -127,9 +129,10 @@ class Worker {
 
   [[nodiscard]] std::size_t active_flows() const noexcept { return active_count_.load(); }
 
-  // Worker thread only: adds the bytes open flows moved since the last
-  // call to the metrics (run every second by the worker).
-  void report_open_flow_bytes();
+  // Worker thread only, every second: adds the bytes open flows moved
+  // since the last sweep to the metrics, and ends relays idle for longer
+  // than timeouts.idle (one sweep instead of a timer per flow).
+  void sweep();
 
   relay::PipePool& pipes() noexcept { return pipes_; }
   relay::BufferPool& buffers() noexcept { return buffers_; }

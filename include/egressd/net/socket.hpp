@@ -23,10 +23,12 @@ std::optional<Endpoint> local_endpoint(int fd) noexcept;
 std::optional<Endpoint> peer_endpoint(int fd) noexcept;
 
 // The destination the client dialled before iptables REDIRECT rewrote it:
-// SO_ORIGINAL_DST for IPv4 (also for IPv4 clients on a dual-stack IPv6
-// socket) and IP6T_SO_ORIGINAL_DST for IPv6. nullopt when the connection
-// was not redirected (no conntrack entry); errno is preserved.
-std::optional<Endpoint> original_destination(int fd) noexcept;
+// SO_ORIGINAL_DST for IPv4 flows (also IPv4 clients on a dual-stack IPv6
+// socket) and IP6T_SO_ORIGINAL_DST for IPv6. The conntrack entry is per
+// family of the flow, so the caller passes the peer's (normalised)
+// family. nullopt when the connection was not redirected (no conntrack
+// entry); errno is preserved.
+std::optional<Endpoint> original_destination(int fd, IpAddress::Family flow_family) noexcept;
 
 // IP_TRANSPARENT / IPV6_TRANSPARENT, before bind, for TPROXY listeners
 // (and needs CAP_NET_ADMIN). Returns an error sentence on failure.

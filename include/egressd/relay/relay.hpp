@@ -11,6 +11,7 @@
 //    bytes in flight, so idle flows hold none.
 //  - plain copy through a per-worker buffer pool, when splice is off or the
 //    pipe pool is exhausted.
+// The relay is two coroutines joined by one `&&`: nothing else per flow.
 // An idle flow holds no buffer and no pipe: each direction waits for
 // readability before it takes either.
 
@@ -82,15 +83,22 @@ struct RelayControl {
 };
 
 struct RelayOptions {
-  std::chrono::milliseconds idle{300'000};
-  PipePool* pipes = nullptr;  // nullptr: copy only
+  PipePool* pipes = nullptr;      // nullptr: copy only
   BufferPool* buffers = nullptr;  // required
 };
 
 // Relays until both directions have ended (EOF both ways), either side
-// resets, the idle timeout passes, or control.stop_reason is set and the
-// sockets closed by the stopper. Never throws for network errors.
+// resets, or a stopper (stop_if_idle, drain, revoke) sets
+// control.stop_reason and cancels or closes the sockets. Never throws for
+// network errors.
 boost::asio::awaitable<EndReason> relay(Socket& client, Socket& upstream,
                                         const RelayOptions& options, RelayControl& control);
+
+// The idle timeout, checked by a periodic sweep over a worker's flows
+// rather than one timer per flow (a timer and its wait would cost every
+// idle flow memory and every burst a re-arm). When no byte has moved for
+// `idle`, ends the relay with idle_timeout and returns true.
+bool stop_if_idle(Socket& client, Socket& upstream, RelayControl& control,
+                  std::chrono::milliseconds idle, std::chrono::steady_clock::time_point now);
 
 }  // namespace egressd::relay

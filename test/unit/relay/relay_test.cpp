@@ -12,6 +12,7 @@
 #include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -48,7 +49,6 @@ struct World {
     std::tie(gateway_upstream, server) = socket_pair(io);
     options.pipes = splice ? &pipes : nullptr;
     options.buffers = &buffers;
-    options.idle = std::chrono::seconds(10);
   }
   void start() {
     asio::co_spawn(
@@ -107,15 +107,49 @@ TEST_P(RelayTest, BulkBothWaysWithHalfClose) {
   EXPECT_EQ(w.pipes.in_use(), 0U);  // pipes go back to the pool
 }
 
-TEST_P(RelayTest, IdleTimeoutEndsTheFlow) {
+TEST_P(RelayTest, IdleSweepEndsAnIdleFlowOnly) {
   World w(GetParam());
-  w.options.idle = std::chrono::milliseconds(200);
   w.start();
+  // What a worker's once-a-second sweep does, run every 50 ms here.
+  const auto idle = std::chrono::milliseconds(300);
+  bool stopped_early = false;
+  asio::steady_timer sweep(w.io);
+  std::function<void()> tick = [&] {
+    sweep.expires_after(std::chrono::milliseconds(50));
+    sweep.async_wait([&](const boost::system::error_code& ec) {
+      if (ec || w.end) return;
+      const auto now = std::chrono::steady_clock::now();
+      if (now - w.control.last_activity < idle) {
+        EXPECT_FALSE(stop_if_idle(w.gateway_client, w.gateway_upstream, w.control, idle, now));
+      } else if (stop_if_idle(w.gateway_client, w.gateway_upstream, w.control, idle, now)) {
+        stopped_early = now - w.control.last_activity < idle;
+      }
+      tick();
+    });
+  };
+  tick();
+  // Traffic keeps the flow alive past the idle time...
+  asio::co_spawn(
+      w.io,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(w.io);
+        for (int i = 0; i < 6; ++i) {
+          co_await asio::async_write(w.client, asio::buffer("x", 1), kNoThrow);
+          std::array<char, 1> b{};
+          co_await asio::async_read(w.server, asio::buffer(b), kNoThrow);
+          t.expires_after(std::chrono::milliseconds(100));
+          co_await t.async_wait(kNoThrow);
+        }
+      },
+      asio::detached);
   const auto t0 = std::chrono::steady_clock::now();
   w.io.run_for(std::chrono::seconds(5));
   ASSERT_TRUE(w.end);
   EXPECT_EQ(*w.end, EndReason::idle_timeout);
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  EXPECT_FALSE(stopped_early);
+  // ...then ends it about `idle` after the last byte.
+  EXPECT_GT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(800));
+  EXPECT_EQ(w.control.bytes_up, 6U);
 }
 
 TEST_P(RelayTest, ResetOnOneSideEndsBoth) {
