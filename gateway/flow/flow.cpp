@@ -67,6 +67,7 @@ class FlowScope {
     record.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
     if (source_held_) worker_.services().source_limiter->release(record.src.ip);
+    if (connection_held_) worker_.services().connection_limit->release();
     const std::uint64_t reported_up = it_->reported_up;
     const std::uint64_t reported_down = it_->reported_down;
     worker_.unregister_flow(it_);
@@ -76,6 +77,7 @@ class FlowScope {
 
   ActiveFlow& active() { return *it_; }
   void hold_source() { source_held_ = true; }
+  void hold_connection() { connection_held_ = true; }
 
   // A flow closed before any decision: deny with builtin:<close reason>.
   void close_undecided(log::CloseReason reason, std::string why) {
@@ -94,6 +96,7 @@ class FlowScope {
   std::list<ActiveFlow>::iterator it_;
   std::chrono::steady_clock::time_point started_;
   bool source_held_ = false;
+  bool connection_held_ = false;
 };
 
 // What sniffing learnt.
@@ -331,10 +334,13 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   rec.dst = *dst;
 
   // Limits.
-  if (worker.over_capacity()) {
-    flow.close_undecided(log::CloseReason::limit, "limits.max_connections reached");
-    client.close(ignored);
-    co_return;
+  if (ConnectionLimit* limit = worker.services().connection_limit) {
+    if (!limit->try_acquire()) {
+      flow.close_undecided(log::CloseReason::limit, "limits.max_connections reached");
+      client.close(ignored);
+      co_return;
+    }
+    flow.hold_connection();
   }
   SourceLimiter* limiter = worker.services().source_limiter;
   if (limiter != nullptr && limiter->enabled()) {

@@ -7,6 +7,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <malloc.h>
+
+#include <algorithm>
 #include <functional>
 
 #include "egressd/log/access_log.hpp"
@@ -19,6 +22,7 @@ using asio::ip::tcp;
 namespace {
 
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kTrimAfterFlows = 1024;
 
 // Accepts until the acceptor is closed. Never spins: when the process is
 // out of file descriptors, or the access log asks to stop taking new flows
@@ -82,13 +86,21 @@ std::size_t SourceLimiter::Hash::operator()(const IpAddress& ip) const noexcept 
   return h;
 }
 
-Worker::Worker(std::size_t index, const Services& services, std::size_t max_flows,
-               std::size_t max_pipes)
-    : index_(index), services_(services), max_flows_(max_flows), pipes_(max_pipes) {
+Worker::Worker(std::size_t index, const Services& services, std::size_t max_pipes)
+    : index_(index), services_(services), pipes_(max_pipes) {
   asio::co_spawn(io_, sweep_loop(*this), asio::detached);
 }
 
 void Worker::sweep() {
+  // Give freed flow memory back to the system after a burst of flows has
+  // gone (glibc keeps freed coroutine frames in its arenas otherwise).
+  // At most once a second, and only after a large drop.
+  const std::size_t open = flows_.size();
+  peak_flows_ = std::max(peak_flows_, open);
+  if (peak_flows_ >= kTrimAfterFlows && open < peak_flows_ / 4) {
+    ::malloc_trim(0);
+    peak_flows_ = open;
+  }
   const auto now = std::chrono::steady_clock::now();
   for (auto& f : flows_) {
     if (f.control == nullptr) continue;

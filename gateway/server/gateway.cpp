@@ -146,7 +146,7 @@ class Gateway {
     std::uint64_t max_connections = config_.limits.max_connections;
     const std::uint64_t reserve = 64 + 2ULL * pipes_per_worker * worker_count;
     if (max_connections == 0) max_connections = fds > reserve + 2 ? (fds - reserve) / 2 : 1;
-    const std::size_t per_worker = (max_connections + worker_count - 1) / worker_count;
+    connection_limit_ = std::make_unique<flow::ConnectionLimit>(max_connections);
 
     flow::Services services;
     services.access_log = access_log_.get();
@@ -154,9 +154,10 @@ class Gateway {
     services.resolver = &resolver_;
     services.dns_cache = &cache_;
     services.source_limiter = &source_limiter_;
+    services.connection_limit = connection_limit_.get();
     services.verify_window = config_.dns.verify_window;
     for (unsigned i = 0; i < worker_count; ++i) {
-      workers_.push_back(std::make_unique<flow::Worker>(i, services, per_worker, pipes_per_worker));
+      workers_.push_back(std::make_unique<flow::Worker>(i, services, pipes_per_worker));
       workers_.back()->publish(snapshot_);
     }
 
@@ -300,6 +301,7 @@ class Gateway {
   dns::Cache cache_;
   dns::Resolver resolver_;
   flow::SourceLimiter source_limiter_;
+  std::unique_ptr<flow::ConnectionLimit> connection_limit_;
   std::unique_ptr<log::AccessLog> access_log_;
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<admin::AdminServer> admin_;

@@ -200,14 +200,18 @@ def read_record(s, timeout):
 def cmd_raw(a):
     t0 = time.monotonic()
     s = connect(a.dst, a.src)
+    me = local(s)
     try:
         send(s, bytes.fromhex(a.send_hex), a.byte_delay)
         if a.shut_wr:
             s.shutdown(socket.SHUT_WR)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    data, how = read_all(s, a.read_timeout)
-    out({"local": local(s), "recv": data.decode("latin-1"), "recv_hex": data[:64].hex(), "closed": how,
+    except OSError:
+        pass  # the gateway may already have closed (limit, deny): read what came
+    try:
+        data, how = read_all(s, a.read_timeout)
+    except OSError:
+        data, how = b"", "reset"
+    out({"local": me, "recv": data.decode("latin-1"), "recv_hex": data[:64].hex(), "closed": how,
          "elapsed_ms": int((time.monotonic() - t0) * 1000)})
     s.close()
 

@@ -226,3 +226,44 @@ class IdleTimeoutTest(harness.GatewayTest):
         rec = self.flow(src=held.local)
         self.assertDecision(rec, "allow", "echo", close="idle_timeout", proto="tcp")
         self.assertRecord(rec, bytes_up=6, bytes_down=6)
+
+
+class ConnectionLimitTest(harness.GatewayTest):
+    """limits.max_connections holds across workers: over it, a new flow is
+    closed at once (close=limit, rule builtin:limit)."""
+    rules = RULES
+    config_overrides = {"limits": {"max_connections": 2}}
+
+    def test_over_the_limit_is_closed(self):
+        held = [HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT)) for _ in range(2)]
+        r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", b"hi\n".hex(),
+                              "--shut-wr")
+        self.assertEqual(r["recv"], "", r)
+        rec = self.flow(src=r["local"])
+        self.assertDecision(rec, "deny", "builtin:limit", close="limit")
+        for h in held:
+            h.release()
+        # Room again once they are gone.
+        deadline = time.monotonic() + 5
+        while True:
+            r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex",
+                                  b"hi\n".hex(), "--shut-wr")
+            if r["recv"] == "hi\n" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(r["recv"], "hi\n", r)
+
+
+class SourceLimitTest(harness.GatewayTest):
+    """limits.max_connections_per_source: one source's flows are capped."""
+    rules = RULES
+    config_overrides = {"limits": {"max_connections_per_source": 1}}
+
+    def test_second_flow_from_one_source_is_closed(self):
+        held = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT))
+        r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", b"hi\n".hex(),
+                              "--shut-wr")
+        self.assertEqual(r["recv"], "", r)
+        rec = self.flow(src=r["local"])
+        self.assertDecision(rec, "deny", "builtin:limit", close="limit")
+        held.release()

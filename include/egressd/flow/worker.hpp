@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -72,6 +73,26 @@ class SourceLimiter {
   std::unordered_map<IpAddress, std::uint32_t, Hash> counts_;
 };
 
+// limits.max_connections across all workers: one atomic add per flow start
+// and end (never per byte), so the limit means what it says however the
+// kernel spreads connections over the workers' SO_REUSEPORT sockets.
+class ConnectionLimit {
+ public:
+  explicit ConnectionLimit(std::uint64_t max) : max_(max) {}
+  // False when the limit is reached (nothing is taken then).
+  bool try_acquire() noexcept {
+    if (active_.fetch_add(1, std::memory_order_relaxed) < max_) return true;
+    active_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  void release() noexcept { active_.fetch_sub(1, std::memory_order_relaxed); }
+  [[nodiscard]] std::uint64_t max() const noexcept { return max_; }
+
+ private:
+  std::uint64_t max_;
+  std::atomic<std::uint64_t> active_{0};
+};
+
 // Process-wide services the workers use; each is thread-safe.
 struct Services {
   log::AccessLog* access_log = nullptr;
@@ -79,6 +100,7 @@ struct Services {
   dns::Resolver* resolver = nullptr;
   dns::Cache* dns_cache = nullptr;
   SourceLimiter* source_limiter = nullptr;
+  ConnectionLimit* connection_limit = nullptr;
   std::chrono::milliseconds verify_window{300'000};
 };
 
@@ -100,8 +122,7 @@ struct ActiveFlow {
 
 class Worker {
  public:
-  Worker(std::size_t index, const Services& services, std::size_t max_flows,
-         std::size_t max_pipes);
+  Worker(std::size_t index, const Services& services, std::size_t max_pipes);
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
   ~Worker();
@@ -140,8 +161,6 @@ class Worker {
   // Worker thread only: flow bookkeeping (flow.cpp).
   std::list<ActiveFlow>::iterator register_flow();
   void unregister_flow(std::list<ActiveFlow>::iterator it);
-  // More flows open on this worker than its share of limits.max_connections.
-  [[nodiscard]] bool over_capacity() const noexcept { return active_count_.load() > max_flows_; }
 
  private:
   std::size_t index_;
@@ -150,8 +169,8 @@ class Worker {
   std::shared_ptr<const Snapshot> snapshot_;
   std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;
   std::list<ActiveFlow> flows_;
+  std::size_t peak_flows_ = 0;  // since the last malloc_trim
   std::atomic<std::size_t> active_count_{0};
-  std::size_t max_flows_;
   relay::PipePool pipes_;
   relay::BufferPool buffers_;
 };
