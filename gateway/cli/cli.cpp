@@ -19,6 +19,7 @@
 #include "egressd/config/loader.hpp"
 #include "egressd/core/hostname.hpp"
 #include "egressd/log/json.hpp"
+#include "egressd/log/record.hpp"
 #include "egressd/policy/policy.hpp"
 #include "egressd/version.hpp"
 
@@ -47,18 +48,6 @@ bool has_errors(const std::vector<config::Diagnostic>& diagnostics) {
   return std::any_of(diagnostics.begin(), diagnostics.end(), [](const config::Diagnostic& d) {
     return d.severity == config::Diagnostic::Severity::error;
   });
-}
-
-std::string_view integrity_name(config::Integrity i) {
-  switch (i) {
-    case config::Integrity::verify:
-      return "verify";
-    case config::Integrity::resolve:
-      return "resolve";
-    case config::Integrity::trust:
-      return "trust";
-  }
-  return "verify";
 }
 
 int cmd_check(const std::string& path, std::ostream& out, std::ostream& err) {
@@ -138,7 +127,7 @@ int cmd_explain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
   log::append_json_string(json, verdict.reason);
   if (verdict.integrity) {
     json += ",\"integrity\":";
-    log::append_json_string(json, integrity_name(*verdict.integrity));
+    log::append_json_string(json, log::to_string(*verdict.integrity));
   }
   json += "}\n";
   out << json;

@@ -72,11 +72,14 @@ def send(s, data, byte_delay=0.0):
         time.sleep(byte_delay)
 
 
-def read_all(s, timeout):
-    """Reads until EOF, reset or timeout; returns (bytes, how)."""
+def read_all(s, timeout, done=None):
+    """Reads until EOF, reset, timeout or done(buf); returns (bytes, how),
+    how being "eof", "reset", "timeout" or "done"."""
     buf = b""
     deadline = time.monotonic() + timeout
     while True:
+        if done is not None and done(buf):
+            return buf, "done"
         left = deadline - time.monotonic()
         if left <= 0:
             return buf, "timeout"
@@ -177,24 +180,9 @@ def cmd_hello(a):
 
 def read_record(s, timeout):
     """Reads until one whole TLS record arrived (or EOF/reset/timeout)."""
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while True:
-        if len(buf) >= 5 and len(buf) >= 5 + struct.unpack("!H", buf[3:5])[0]:
-            return buf, "record"
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return buf, "timeout"
-        s.settimeout(left)
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            return buf, "timeout"
-        except ConnectionResetError:
-            return buf, "reset"
-        if not chunk:
-            return buf, "eof"
-        buf += chunk
+    data, how = read_all(s, timeout,
+                         done=lambda b: len(b) >= 5 and len(b) >= 5 + struct.unpack("!H", b[3:5])[0])
+    return data, "record" if how == "done" else how
 
 
 def cmd_raw(a):
