@@ -130,6 +130,27 @@ class RobustnessTest(harness.GatewayTest):
                 self.fail("egressd_flows_active is %s, want 0" % active)
             time.sleep(0.1)
 
+    def concurrent_round(self, n):
+        p = self.start_client("many", "--dst", A(W.WEB_IP, 443), "--sni", "allowed.test", "--ca", self.world.ca,
+                              "--n", n)
+        held = json.loads(p.stdout.readline().decode() or "{}")
+        self.assertEqual(held.get("ok"), n, held)
+        p.stdin.write(b"close\n")
+        p.stdin.flush()
+        self.assertEqual(self.finish_client(p, timeout=60)["ok"], n)
+        self.wait_idle()
+
+    def test_no_memory_growth_across_rounds_of_load(self):
+        # Round 1 warms the allocator, the pools and the DNS cache; later
+        # rounds of the same load must not keep growing the process.
+        n = 200
+        self.concurrent_round(n)
+        after_first = self.gw.rss_kib()
+        for _ in range(3):
+            self.concurrent_round(n)
+        growth = self.gw.rss_kib() - after_first
+        self.assertLess(growth, 3 * 1024, "RSS grew %d KiB over 3 more rounds of %d flows" % (growth, n))
+
     def test_several_hundred_concurrent_flows(self):
         n = 300
         self.allowed_curl_works()  # warm: DNS cache, worker state

@@ -744,6 +744,13 @@ class Gateway:
     def fd_count(self):
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 
