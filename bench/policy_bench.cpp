@@ -9,7 +9,6 @@
 // `verify` passes and the path measured is the full one (matchers, integrity,
 // guard, reason text).
 
-#include <benchmark/benchmark.h>
 #include <unistd.h>
 
 #include <array>
@@ -20,6 +19,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <benchmark/benchmark.h>
 
 #include "egressd/config/spec.hpp"
 #include "egressd/policy/policy.hpp"

@@ -1,6 +1,10 @@
 #include "egressd/admin/admin_server.hpp"
 
 #include <atomic>
+#include <mutex>
+#include <unordered_set>
+#include <utility>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -17,9 +21,6 @@
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <mutex>
-#include <unordered_set>
-#include <utility>
 
 namespace egressd::admin {
 

@@ -1,6 +1,5 @@
 #include "egressd/cli/cli.hpp"
 
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -13,6 +12,8 @@
 #include <string_view>
 #include <tuple>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "egressd/cli/learn.hpp"
 #include "egressd/cli/validate.hpp"

@@ -6,9 +6,10 @@
 
 #include <algorithm>
 #include <array>
-#include <boost/json.hpp>
 #include <set>
 #include <utility>
+
+#include <boost/json.hpp>
 
 #include "egressd/config/loader.hpp"
 #include "egressd/core/hostname.hpp"

@@ -1,10 +1,10 @@
 // Value syntax of the config that is not YAML structure: durations, dates,
 // host patterns.
 
-#include <idn2.h>
-
 #include <algorithm>
 #include <memory>
+
+#include <idn2.h>
 
 #include "egressd/config/loader.hpp"
 #include "egressd/core/hostname.hpp"

@@ -1,5 +1,9 @@
 #include "yaml_tree.hpp"
 
+#include <exception>
+#include <sstream>
+#include <utility>
+
 #include <yaml-cpp/anchor.h>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/emitterstyle.h>
@@ -7,10 +11,6 @@
 #include <yaml-cpp/exceptions.h>
 #include <yaml-cpp/mark.h>
 #include <yaml-cpp/parser.h>
-
-#include <exception>
-#include <sstream>
-#include <utility>
 
 namespace egressd::config::detail {
 namespace {

@@ -4,12 +4,18 @@ namespace egressd {
 
 std::string_view describe(NameProblem problem) noexcept {
   switch (problem) {
-    case NameProblem::none: return "a valid name";
-    case NameProblem::empty: return "an empty name";
-    case NameProblem::too_long: return "a name longer than 253 bytes";
-    case NameProblem::empty_label: return "an empty label";
-    case NameProblem::label_too_long: return "a label longer than 63 bytes";
-    case NameProblem::bad_byte: return "a byte other than a letter, digit, hyphen or dot";
+    case NameProblem::none:
+      return "a valid name";
+    case NameProblem::empty:
+      return "an empty name";
+    case NameProblem::too_long:
+      return "a name longer than 253 bytes";
+    case NameProblem::empty_label:
+      return "an empty label";
+    case NameProblem::label_too_long:
+      return "a label longer than 63 bytes";
+    case NameProblem::bad_byte:
+      return "a byte other than a letter, digit, hyphen or dot";
   }
   return "an invalid name";
 }

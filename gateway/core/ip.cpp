@@ -135,7 +135,8 @@ Cidr Cidr::make(IpAddress address, std::uint8_t prefix_len) noexcept {
   auto b = address.bytes();
   std::array<std::uint8_t, 16> masked{};
   std::copy(b.begin(), b.end(), masked.begin());
-  for (unsigned i = prefix_len; i < width; ++i) masked[i / 8] &= static_cast<std::uint8_t>(~(0x80U >> (i % 8)));
+  for (unsigned i = prefix_len; i < width; ++i)
+    masked[i / 8] &= static_cast<std::uint8_t>(~(0x80U >> (i % 8)));
   Cidr c;
   c.base = address.is_v4() ? IpAddress::from_v4({masked[0], masked[1], masked[2], masked[3]})
                            : IpAddress::from_v6(masked);
@@ -199,6 +200,8 @@ bool Cidr::contains(const Cidr& inner) const noexcept {
          contains(inner.base);
 }
 
-std::string Cidr::to_string() const { return base.to_string() + '/' + std::to_string(prefix_len); }
+std::string Cidr::to_string() const {
+  return base.to_string() + '/' + std::to_string(prefix_len);
+}
 
 }  // namespace egressd

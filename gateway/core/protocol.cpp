@@ -4,11 +4,16 @@ namespace egressd {
 
 std::string_view to_string(Proto p) noexcept {
   switch (p) {
-    case Proto::tls: return "tls";
-    case Proto::http: return "http";
-    case Proto::h2c: return "h2c";
-    case Proto::tcp: return "tcp";
-    case Proto::connect: return "connect";
+    case Proto::tls:
+      return "tls";
+    case Proto::http:
+      return "http";
+    case Proto::h2c:
+      return "h2c";
+    case Proto::tcp:
+      return "tcp";
+    case Proto::connect:
+      return "connect";
   }
   return "tcp";
 }

@@ -1,11 +1,19 @@
 #include "egressd/dns/resolver.hpp"
 
-#include <ares.h>
 #include <netinet/in.h>
 #include <poll.h>
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include <ares.h>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -18,13 +26,6 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <climits>
-#include <cstring>
-#include <mutex>
-#include <stdexcept>
-#include <thread>
-#include <unordered_map>
-#include <utility>
 
 #include "egressd/core/hostname.hpp"
 

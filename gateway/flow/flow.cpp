@@ -11,6 +11,11 @@
 // one `flow` record and the metrics, so nothing that crossed the gateway
 // goes unrecorded.
 
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
@@ -18,13 +23,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
-#include <array>
-#include <optional>
-#include <string>
-#include <vector>
-
 #include "egressd/core/hostname.hpp"
-#include "flow_services.hpp"
 #include "egressd/flow/worker.hpp"
 #include "egressd/log/record.hpp"
 #include "egressd/net/socket.hpp"
@@ -32,6 +31,7 @@
 #include "egressd/sniff/detect.hpp"
 #include "egressd/sniff/h2c_preface.hpp"
 #include "egressd/sniff/http1_head.hpp"
+#include "flow_services.hpp"
 
 namespace egressd::flow {
 namespace asio = boost::asio;
@@ -186,8 +186,9 @@ awaitable<Sniffed> sniff_client(tcp::socket& client, std::vector<std::uint8_t>& 
     const std::size_t old = buffer.size();
     const std::size_t room = std::min(kSniffChunk * 8, kMaxSniffBytes - old);
     buffer.resize(old + room);
-    auto result = co_await (client.async_read_some(asio::buffer(buffer.data() + old, room), kNoThrow) ||
-                            deadline.async_wait(kNoThrow));
+    auto result =
+        co_await (client.async_read_some(asio::buffer(buffer.data() + old, room), kNoThrow) ||
+                  deadline.async_wait(kNoThrow));
     if (result.index() == 1) {
       buffer.resize(old);
       Sniffed s;
@@ -236,8 +237,13 @@ awaitable<void> answer_and_close(tcp::socket& client, std::string_view bytes) {
 std::string tls_alert(std::uint16_t record_version) {
   // TLSPlaintext { type=alert(21), version, length=2 } Alert { fatal(2), access_denied(49) }
   if (record_version < 0x0301 || record_version > 0x0304) record_version = 0x0303;
-  return std::string{'\x15', static_cast<char>(record_version >> 8),
-                     static_cast<char>(record_version & 0xFF), '\x00', '\x02', '\x02', '\x31'};
+  return std::string{'\x15',
+                     static_cast<char>(record_version >> 8),
+                     static_cast<char>(record_version & 0xFF),
+                     '\x00',
+                     '\x02',
+                     '\x02',
+                     '\x31'};
 }
 
 std::string http_response(int status, std::string_view text, const std::string& body) {
@@ -250,20 +256,28 @@ std::string http_response(int status, std::string_view text, const std::string& 
 
 log::CloseReason to_close(relay::EndReason r) {
   switch (r) {
-    case relay::EndReason::eof: return log::CloseReason::eof;
-    case relay::EndReason::reset: return log::CloseReason::reset;
-    case relay::EndReason::idle_timeout: return log::CloseReason::idle_timeout;
-    case relay::EndReason::drained: return log::CloseReason::drained;
-    case relay::EndReason::revoked: return log::CloseReason::revoked;
+    case relay::EndReason::eof:
+      return log::CloseReason::eof;
+    case relay::EndReason::reset:
+      return log::CloseReason::reset;
+    case relay::EndReason::idle_timeout:
+      return log::CloseReason::idle_timeout;
+    case relay::EndReason::drained:
+      return log::CloseReason::drained;
+    case relay::EndReason::revoked:
+      return log::CloseReason::revoked;
   }
   return log::CloseReason::eof;
 }
 
 log::Decision to_log(policy::Decision d) {
   switch (d) {
-    case policy::Decision::allow: return log::Decision::allow;
-    case policy::Decision::deny: return log::Decision::deny;
-    case policy::Decision::audit_deny: return log::Decision::audit_deny;
+    case policy::Decision::allow:
+      return log::Decision::allow;
+    case policy::Decision::deny:
+      return log::Decision::deny;
+    case policy::Decision::audit_deny:
+      return log::Decision::audit_deny;
   }
   return log::Decision::deny;
 }
@@ -363,16 +377,17 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   }
   rec.proto = sniffed.proto;
   switch (sniffed.end) {
-    case Sniffed::End::done: break;
+    case Sniffed::End::done:
+      break;
     case Sniffed::End::timeout:
       flow.close_undecided(log::CloseReason::sniff_timeout,
                            "the client sent too little to classify the flow within timeouts.sniff");
       client.close(ignored);
       co_return;
     case Sniffed::End::malformed:
-      flow.close_undecided(log::CloseReason::malformed,
-                           std::string("malformed ") + std::string(to_string(sniffed.proto)) +
-                               ": " + std::string(sniffed.problem));
+      flow.close_undecided(log::CloseReason::malformed, std::string("malformed ") +
+                                                            std::string(to_string(sniffed.proto)) +
+                                                            ": " + std::string(sniffed.problem));
       if (sniffed.http_malformed) {
         // Named, not a temporary inside co_await: g++ 12 may destroy such
         // temporaries twice.
@@ -387,7 +402,8 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
       flow.close_undecided(log::CloseReason::eof, "the client closed before sending anything");
       co_return;
     case Sniffed::End::reset:
-      flow.close_undecided(log::CloseReason::reset, "the client reset the connection while sniffing");
+      flow.close_undecided(log::CloseReason::reset,
+                           "the client reset the connection while sniffing");
       co_return;
     case Sniffed::End::stopped:
       flow.close_undecided(flow.active().stop_reason == relay::EndReason::revoked
@@ -435,8 +451,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
     note_http_request(worker, sniffed.proto, rec.decision);
   }
 
-  if (verdict.decision == policy::Decision::deny || outcome.needs_lookup ||
-      !verdict.connect_to) {
+  if (verdict.decision == policy::Decision::deny || outcome.needs_lookup || !verdict.connect_to) {
     if (verdict.decision != policy::Decision::deny) {
       rec.decision = log::Decision::deny;
       rec.rule = "builtin:integrity";
@@ -469,11 +484,11 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   const auto ec = co_await connect_upstream(upstream, upstream_ep, snapshot->upstream_mark,
                                             snapshot->timeouts.connect);
   if (ec) {
-    rec.close = flow.active().stop_requested
-                    ? (flow.active().stop_reason == relay::EndReason::revoked
-                           ? log::CloseReason::revoked
-                           : log::CloseReason::drained)
-                    : log::CloseReason::upstream_connect_failed;
+    rec.close =
+        flow.active().stop_requested
+            ? (flow.active().stop_reason == relay::EndReason::revoked ? log::CloseReason::revoked
+                                                                      : log::CloseReason::drained)
+            : log::CloseReason::upstream_connect_failed;
     if (rec.close == log::CloseReason::upstream_connect_failed) {
       rec.reason += "; connect to " + upstream_ep.to_string() + " failed: " + ec.message();
       note_connect_failure(worker, connect_failure_reason(ec));

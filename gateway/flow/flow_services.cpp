@@ -20,10 +20,14 @@ void note_flow_closed(Worker& worker, const ListenerInfo& listener, const log::F
 
 void note_connect_failure(Worker& worker, std::string_view reason) {
   metrics::ConnectFailure f = metrics::ConnectFailure::other;
-  if (reason == "refused") f = metrics::ConnectFailure::refused;
-  else if (reason == "timeout") f = metrics::ConnectFailure::timeout;
-  else if (reason == "unreachable") f = metrics::ConnectFailure::unreachable;
-  else if (reason == "reset") f = metrics::ConnectFailure::reset;
+  if (reason == "refused")
+    f = metrics::ConnectFailure::refused;
+  else if (reason == "timeout")
+    f = metrics::ConnectFailure::timeout;
+  else if (reason == "unreachable")
+    f = metrics::ConnectFailure::unreachable;
+  else if (reason == "reset")
+    f = metrics::ConnectFailure::reset;
   worker.metrics().upstream_connect_failed(f);
 }
 

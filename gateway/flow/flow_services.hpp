@@ -2,10 +2,10 @@
 // The flow's calls into the process-wide services (metrics, access log,
 // DNS), in one place so flow.cpp reads as the life of a flow.
 
-#include <boost/asio/awaitable.hpp>
-
 #include <string>
 #include <string_view>
+
+#include <boost/asio/awaitable.hpp>
 
 #include "egressd/dns/cache.hpp"
 #include "egressd/flow/worker.hpp"

@@ -1,16 +1,16 @@
 #include "egressd/flow/worker.hpp"
 
+#include <malloc.h>
+
+#include <algorithm>
+#include <functional>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <malloc.h>
-
-#include <algorithm>
-#include <functional>
 
 #include "egressd/log/access_log.hpp"
 #include "egressd/metrics/registry.hpp"

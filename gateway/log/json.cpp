@@ -35,7 +35,8 @@ std::size_t invalid_span(std::string_view s, std::size_t i) noexcept {
   std::size_t expect = 0;
   std::uint8_t lo = 0x80;
   std::uint8_t hi = 0xBF;
-  if (b0 >= 0xC2 && b0 <= 0xDF) expect = 1;
+  if (b0 >= 0xC2 && b0 <= 0xDF)
+    expect = 1;
   else if (b0 >= 0xE0 && b0 <= 0xEF) {
     expect = 2;
     if (b0 == 0xE0) lo = 0xA0;
@@ -64,13 +65,27 @@ void append_json_string(std::string& out, std::string_view s) {
     const auto c = static_cast<std::uint8_t>(s[i]);
     if (c < 0x80) {
       switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
+        case '"':
+          out += "\\\"";
+          break;
+        case '\\':
+          out += "\\\\";
+          break;
+        case '\n':
+          out += "\\n";
+          break;
+        case '\r':
+          out += "\\r";
+          break;
+        case '\t':
+          out += "\\t";
+          break;
+        case '\b':
+          out += "\\b";
+          break;
+        case '\f':
+          out += "\\f";
+          break;
         default:
           if (c < 0x20 || c == 0x7F) {
             out += "\\u00";

@@ -3,6 +3,12 @@
 #include <sched.h>
 #include <sys/socket.h>
 
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <ostream>
+#include <thread>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -10,15 +16,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-
-#include <cmath>
-#include <csignal>
-#include <fstream>
-#include <ostream>
-#include <thread>
 
 #include "egressd/admin/admin_server.hpp"
 #include "egressd/cli/validate.hpp"
@@ -62,9 +61,12 @@ namespace {
 
 std::string_view mode_name(config::ListenerMode m) {
   switch (m) {
-    case config::ListenerMode::redirect: return "redirect";
-    case config::ListenerMode::tproxy: return "tproxy";
-    case config::ListenerMode::explicit_proxy: return "explicit";
+    case config::ListenerMode::redirect:
+      return "redirect";
+    case config::ListenerMode::tproxy:
+      return "tproxy";
+    case config::ListenerMode::explicit_proxy:
+      return "explicit";
   }
   return "redirect";
 }
@@ -72,10 +74,12 @@ std::string_view mode_name(config::ListenerMode m) {
 // Listener kinds that later releases bring; refused at start, clearly.
 std::optional<std::string> unsupported(const config::ListenerSpec& l) {
   if (l.mode == config::ListenerMode::explicit_proxy)
-    return "listener '" + l.name + "': mode explicit (HTTP CONNECT proxy) is not supported by this build yet";
+    return "listener '" + l.name +
+           "': mode explicit (HTTP CONNECT proxy) is not supported by this build yet";
   if (l.proxy_protocol)
     return "listener '" + l.name + "': proxy_protocol is not supported by this build yet";
-  if (l.forward) return "listener '" + l.name + "': forward (node agent) is not supported by this build yet";
+  if (l.forward)
+    return "listener '" + l.name + "': forward (node agent) is not supported by this build yet";
   return std::nullopt;
 }
 
@@ -126,13 +130,15 @@ class Gateway {
     const unsigned worker_count = config_.workers != 0 ? config_.workers : usable_cpus();
     auto log = log::AccessLog::open(config_.access_log);
     if (!log) {
-      spdlog::error("cannot open access log {}: {}", config_.access_log.path, log.error().message());
+      spdlog::error("cannot open access log {}: {}", config_.access_log.path,
+                    log.error().message());
       return 1;
     }
     access_log_ = std::move(*log);
     std::vector<std::string> listener_names;
     for (const auto& l : config_.listeners) listener_names.push_back(l.name);
-    metrics_ = std::make_unique<metrics::Registry>(worker_count, std::move(listener_names), kVersion);
+    metrics_ =
+        std::make_unique<metrics::Registry>(worker_count, std::move(listener_names), kVersion);
     metrics_->set_access_log_dropped_source([this] { return access_log_->dropped_total(); });
 
     own_addresses_ = dns::own_host_addresses();
@@ -196,7 +202,8 @@ class Gateway {
     for (const auto& l : config_.listeners) {
       spdlog::info("listener {} ({}) on {}", l.name, mode_name(l.mode), l.address.to_string());
     }
-    spdlog::info("admin on http://{} (/metrics /healthz /readyz)", config_.admin.address.to_string());
+    spdlog::info("admin on http://{} (/metrics /healthz /readyz)",
+                 config_.admin.address.to_string());
     spdlog::info("egressd {} serving with {} worker{}, up to {} connections; access log: {}",
                  kVersion, worker_count, worker_count == 1 ? "" : "s", max_connections,
                  config_.access_log.path == "-" ? std::string("stdout") : config_.access_log.path);

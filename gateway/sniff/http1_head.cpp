@@ -1,6 +1,7 @@
 #include "egressd/sniff/http1_head.hpp"
 
 #include <algorithm>
+
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>

@@ -2,13 +2,14 @@
 // traffic) must always format as exactly one line of valid JSON with every
 // field present; /proc text parsers must never crash on any input.
 
-#include <boost/json/parse.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <boost/json/parse.hpp>
 
 #include "egressd/log/record.hpp"
 #include "egressd/metrics/process.hpp"

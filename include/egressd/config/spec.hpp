@@ -95,7 +95,7 @@ struct ToSpec {
   // lowercase ASCII (Unicode already converted to punycode), no trailing dot.
   std::optional<std::string> host;
   std::optional<Cidr> cidr;
-  std::vector<PortRange> ports;  // empty = any port
+  std::vector<PortRange> ports;               // empty = any port
   Integrity destination = Integrity::verify;  // meaningful with `host` only
   SourcePos pos;
 };

@@ -38,8 +38,8 @@ NameProblem check_dns_name(std::string_view raw) noexcept;
 
 // A name from traffic in canonical form.
 struct CanonicalName {
-  std::string text;                // lowercase, no trailing dot
-  std::optional<IpAddress> ip;     // set when the name is an IP literal
+  std::string text;             // lowercase, no trailing dot
+  std::optional<IpAddress> ip;  // set when the name is an IP literal
 };
 
 // Canonicalises a name taken from traffic. Accepts DNS names per

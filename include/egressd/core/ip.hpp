@@ -64,7 +64,8 @@ struct Endpoint {
   std::uint16_t port = 0;
 
   // "IPv4:port" or "[IPv6]:port"; port 1-65535 unless allow_port_zero.
-  static std::optional<Endpoint> parse(std::string_view text, bool allow_port_zero = false) noexcept;
+  static std::optional<Endpoint> parse(std::string_view text,
+                                       bool allow_port_zero = false) noexcept;
   // "ip:port", IPv6 as "[ip]:port" (the access log's form).
   [[nodiscard]] std::string to_string() const;
 

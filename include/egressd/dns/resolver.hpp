@@ -18,7 +18,6 @@
 // failure "resolver stopped".
 
 #include <array>
-#include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +26,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <boost/asio/awaitable.hpp>
 
 #include "egressd/config/spec.hpp"
 #include "egressd/core/ip.hpp"

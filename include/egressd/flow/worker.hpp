@@ -4,9 +4,6 @@
 // nothing on the per-flow path is shared but the policy snapshot (an
 // immutable object held by shared_ptr) and the DNS cache.
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -17,6 +14,9 @@
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 
 #include "egressd/config/spec.hpp"
 #include "egressd/core/ip.hpp"
@@ -141,8 +141,7 @@ class Worker {
 
   // Starts accepting on `acceptor` (already bound and listening) on this
   // worker's thread.
-  void serve(std::shared_ptr<const ListenerInfo> listener,
-             boost::asio::ip::tcp::acceptor acceptor);
+  void serve(std::shared_ptr<const ListenerInfo> listener, boost::asio::ip::tcp::acceptor acceptor);
   // Any thread: close this worker's acceptors (drain: stop taking flows).
   void close_listeners();
   // Any thread: stop every open flow with `reason` (drain's end, revoke).

@@ -17,7 +17,6 @@
 // watcher (asio::signal_set), not from a raw signal handler.
 
 #include <atomic>
-#include <boost/system/result.hpp>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +26,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <boost/system/result.hpp>
 
 #include "egressd/config/spec.hpp"
 #include "egressd/log/record.hpp"

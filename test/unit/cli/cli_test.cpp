@@ -3,14 +3,14 @@
 
 #include "egressd/cli/cli.hpp"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
-#include <boost/json.hpp>
 #include <initializer_list>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <boost/json.hpp>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "egressd/version.hpp"
 

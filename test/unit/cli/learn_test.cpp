@@ -4,9 +4,6 @@
 
 #include "egressd/cli/learn.hpp"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <fstream>
 #include <initializer_list>
@@ -15,6 +12,9 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "egressd/cli/cli.hpp"
 #include "egressd/cli/validate.hpp"

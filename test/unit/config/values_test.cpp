@@ -1,8 +1,8 @@
 // Value syntax: durations, dates and host patterns, table-driven.
 
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "egressd/config/loader.hpp"
 

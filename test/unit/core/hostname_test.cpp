@@ -1,8 +1,8 @@
 #include "egressd/core/hostname.hpp"
 
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 namespace egressd {
 namespace {

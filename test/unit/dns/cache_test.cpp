@@ -1,10 +1,10 @@
 #include "egressd/dns/cache.hpp"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 namespace egressd::dns {
 namespace {

@@ -1,8 +1,8 @@
 #include "egressd/dns/host_addresses.hpp"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
+
+#include <gtest/gtest.h>
 
 namespace egressd::dns {
 namespace {

@@ -1,9 +1,11 @@
 #include "egressd/dns/resolver.hpp"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <atomic>
+#include <cstdlib>
+#include <future>
+#include <map>
+#include <thread>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
@@ -11,10 +13,8 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
-#include <cstdlib>
-#include <future>
-#include <map>
-#include <thread>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "fake_dns_server.hpp"
 

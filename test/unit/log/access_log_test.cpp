@@ -1,11 +1,9 @@
 #include "egressd/log/access_log.hpp"
 
 #include <fcntl.h>
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <boost/json/parse.hpp>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -15,6 +13,9 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <boost/json/parse.hpp>
+#include <gtest/gtest.h>
 
 #include "egressd/log/record.hpp"
 

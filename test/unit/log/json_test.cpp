@@ -1,10 +1,10 @@
 #include "egressd/log/json.hpp"
 
-#include <boost/json/parse.hpp>
-#include <gtest/gtest.h>
-
 #include <random>
 #include <string>
+
+#include <boost/json/parse.hpp>
+#include <gtest/gtest.h>
 
 namespace egressd::log {
 namespace {
@@ -21,12 +21,15 @@ TEST(JsonString, EscapesHostileNames) {
       {"a\nb\r\t", R"("a\nb\r\t")"},
       {std::string("a\0b", 3), R"("a\u0000b")"},
       {"\x01\x1f\x7f", R"("\u0001\u001f\u007f")"},
-      {"caf\xc3\xa9", "\"caf\xc3\xa9\""},                    // valid UTF-8 kept
-      {"\xf0\x9f\x98\x80", "\"\xf0\x9f\x98\x80\""},          // 4-byte kept
-      {"a\xff" "b", "\"a\xef\xbf\xbd" "b\""},                  // invalid byte
-      {"\xc0\xaf", "\"\xef\xbf\xbd\xef\xbf\xbd\""},          // overlong: 2 replacements
+      {"caf\xc3\xa9", "\"caf\xc3\xa9\""},            // valid UTF-8 kept
+      {"\xf0\x9f\x98\x80", "\"\xf0\x9f\x98\x80\""},  // 4-byte kept
+      {"a\xff"
+       "b",
+       "\"a\xef\xbf\xbd"
+       "b\""},                                                       // invalid byte
+      {"\xc0\xaf", "\"\xef\xbf\xbd\xef\xbf\xbd\""},                  // overlong: 2 replacements
       {"\xed\xa0\x80", "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""},  // surrogate
-      {"\xe2\x82", "\"\xef\xbf\xbd\""},                      // truncated: one maximal subpart
+      {"\xe2\x82", "\"\xef\xbf\xbd\""},  // truncated: one maximal subpart
       {"\xf4\x90\x80\x80", "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""},  // > U+10FFFF
   };
   for (const auto& c : cases) EXPECT_EQ(json_string(c.in), c.out);

@@ -1,9 +1,10 @@
 #include "egressd/metrics/process.hpp"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <string>
+
+#include <gtest/gtest.h>
 
 namespace egressd::metrics {
 namespace {

@@ -1,6 +1,5 @@
 #include "egressd/metrics/registry.hpp"
 
-#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -12,6 +11,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace egressd::metrics {
 namespace {

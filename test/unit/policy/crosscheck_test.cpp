@@ -3,9 +3,9 @@
 // entry linearly, on random rule sets and flows drawn from small vocabularies
 // so that names, blocks and ports collide often. Fixed seed: reproducible.
 
-#include <gtest/gtest.h>
-
 #include <random>
+
+#include <gtest/gtest.h>
 
 #include "egressd/core/hostname.hpp"
 #include "egressd/policy/address_class.hpp"

@@ -1,21 +1,21 @@
 // The relay over real loopback sockets: client <-> [relay] <-> server.
 #include "egressd/relay/relay.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/connect.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
-
 #include <functional>
 #include <numeric>
 #include <random>
 #include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <gtest/gtest.h>
 
 namespace egressd::relay {
 namespace {
@@ -187,7 +187,9 @@ TEST_P(RelayTest, StopReasonWins) {
 }
 
 INSTANTIATE_TEST_SUITE_P(SpliceAndCopy, RelayTest, ::testing::Values(true, false),
-                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "splice" : "copy"; });
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "splice" : "copy";
+                         });
 
 TEST(PipePool, BoundedAndReused) {
   PipePool pool(2);

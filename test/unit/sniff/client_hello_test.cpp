@@ -1,11 +1,11 @@
 #include "egressd/sniff/client_hello.hpp"
 
-#include <gtest/gtest.h>
-
 #include <fstream>
 #include <iterator>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "support/client_hello_builder.hpp"
 

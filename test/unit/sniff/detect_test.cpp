@@ -1,8 +1,8 @@
 #include "egressd/sniff/detect.hpp"
 
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "egressd/sniff/h2c_preface.hpp"
 

@@ -1,8 +1,8 @@
 #include "egressd/sniff/h2c_preface.hpp"
 
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 namespace egressd::sniff {
 namespace {

@@ -1,10 +1,10 @@
 #include "egressd/sniff/http1_head.hpp"
 
-#include <gtest/gtest.h>
-
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace egressd::sniff {
 namespace {

@@ -1,9 +1,9 @@
 #include "egressd/sniff/proxy_header.hpp"
 
-#include <gtest/gtest.h>
-
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace egressd::sniff {
 namespace {
