@@ -267,3 +267,67 @@ class SourceLimitTest(harness.GatewayTest):
         rec = self.flow(src=r["local"])
         self.assertDecision(rec, "deny", "builtin:limit", close="limit")
         held.release()
+
+
+class ReloadTest(harness.GatewayTest):
+    """SIGHUP: a valid config replaces the policy for new flows; one that
+    fails validation or its own tests is rejected whole and the old policy
+    keeps serving."""
+    rules = RULES
+
+    def write_config(self, cfg):
+        with open(self.gw.config_path, "w") as f:
+            f.write(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
+
+    def reloads(self, result):
+        return self.gw.metrics().sum("egressd_config_reloads_total", result=result)
+
+    def wait_reloads(self, result, want, timeout=5):
+        deadline = time.monotonic() + timeout
+        while self.reloads(result) < want and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.reloads(result), want, "egressd_config_reloads_total{result=%s}" % result)
+
+    def echo(self):
+        return self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", b"hi\n".hex(),
+                                 "--shut-wr")
+
+    def test_sighup_applies_a_good_config_and_rejects_a_bad_one(self):
+        original = json.loads(json.dumps(self.gw.config))
+        self.addCleanup(lambda: (self.write_config(original), self.gw.signal(signal.SIGHUP)))
+        self.assertEqual(self.echo()["recv"], "hi\n")
+
+        # A config whose own test fails: rejected, echo still allowed.
+        bad = json.loads(json.dumps(original))
+        bad["policy"]["rules"] = [r for r in bad["policy"]["rules"] if r["name"] != "echo"]
+        bad["policy"]["tests"] = [{"src": "10.200.1.2", "dst": A(W.ECHO_IP, W.ECHO_PORT), "expect": "allow"}]
+        failures = self.reloads("failure")
+        self.write_config(bad)
+        self.gw.signal(signal.SIGHUP)
+        self.wait_reloads("failure", failures + 1)
+        self.assertEqual(self.echo()["recv"], "hi\n", "the old policy keeps serving")
+
+        # Broken YAML: rejected too.
+        self.write_config("listeners: [\n")
+        self.gw.signal(signal.SIGHUP)
+        self.wait_reloads("failure", failures + 2)
+        self.assertEqual(self.echo()["recv"], "hi\n")
+
+        # A valid config without the echo rule: new flows are denied.
+        good = json.loads(json.dumps(original))
+        good["policy"]["rules"] = [r for r in good["policy"]["rules"] if r["name"] != "echo"]
+        successes = self.reloads("success")
+        generation = self.gw.metrics().sum("egressd_config_generation")
+        self.write_config(good)
+        self.gw.signal(signal.SIGHUP)
+        self.wait_reloads("success", successes + 1)
+        self.assertEqual(self.gw.metrics().sum("egressd_config_generation"), generation + 1)
+        deadline = time.monotonic() + 5
+        while True:
+            r = self.echo()
+            if r["recv"] == "" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(r["recv"], "", "the new policy denies the echo flow: %s" % r)
+        rec = self.flow(src=r["local"])
+        self.assertDecision(rec, "deny", "default", close="denied", proto="tcp")
