@@ -392,6 +392,19 @@ void Learner::add_line(std::string_view line) {
   }
 }
 
+policy::FlowFacts Learner::facts_of(const Observation& obs) const {
+  policy::FlowFacts facts;
+  facts.transparent = obs.transparent;
+  facts.src = obs.src;
+  facts.dst = obs.dst;
+  facts.port = obs.port;
+  facts.proto = obs.proto;
+  if (!obs.name.empty()) facts.name = obs.name;
+  facts.tls_without_sni = obs.proto == Proto::tls && obs.name.empty();
+  facts.today = options_.today;
+  return facts;
+}
+
 void Learner::add_observation(Observation obs, std::string_view listener) {
   const policy::AddressClassification cls = policy::classify(obs.dst);
   if (!obs.name.empty() && !obs.integrity_failed && cls.cls != policy::AddressClass::global) {
@@ -411,16 +424,8 @@ void Learner::add_observation(Observation obs, std::string_view listener) {
   }
 
   // Judged again by the current config: the log may predate a fix.
-  policy::FlowFacts facts;
+  policy::FlowFacts facts = facts_of(obs);
   facts.listener = listener;
-  facts.transparent = obs.transparent;
-  facts.src = obs.src;
-  facts.dst = obs.dst;
-  facts.port = obs.port;
-  facts.proto = obs.proto;
-  if (!obs.name.empty()) facts.name = obs.name;
-  facts.tls_without_sni = obs.proto == Proto::tls && obs.name.empty();
-  facts.today = options_.today;
   const policy::AssumeIntegrity assume;
   const policy::Verdict v = policy_->decide(facts, assume).verdict;
   if (v.decision == policy::Decision::allow) {
@@ -569,16 +574,7 @@ LearnResult Learner::suggest() const {
     const auto merged = policy::CompiledPolicy::compile(spec, cfg_.tls);
     const policy::AssumeIntegrity assume;
     for (const auto& [obs, n] : observations_) {
-      policy::FlowFacts facts;
-      facts.transparent = obs.transparent;
-      facts.src = obs.src;
-      facts.dst = obs.dst;
-      facts.port = obs.port;
-      facts.proto = obs.proto;
-      if (!obs.name.empty()) facts.name = obs.name;
-      facts.tls_without_sni = obs.proto == Proto::tls && obs.name.empty();
-      facts.today = options_.today;
-      const policy::Verdict v = merged->decide(facts, assume).verdict;
+      const policy::Verdict v = merged->decide(facts_of(obs), assume).verdict;
       if (v.decision == policy::Decision::allow) {
         result.covered += n;
       } else {

@@ -414,7 +414,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   }
   if (sniffed.proto == Proto::tls) {
     rec.ech = sniffed.ech;
-    if (!sniffed.alpn.empty()) rec.alpn = sniffed.alpn;
+    if (!sniffed.alpn.empty()) rec.alpn = std::move(sniffed.alpn);
   }
 
   // Decide.

@@ -78,6 +78,8 @@ class Learner {
 
  private:
   void add_observation(Observation obs, std::string_view listener);
+  // The flow an observation stands for, as decide() takes it.
+  [[nodiscard]] policy::FlowFacts facts_of(const Observation& obs) const;
   void not_covered(const std::string& why, std::size_t n = 1);
 
   const config::ConfigSpec& cfg_;
