@@ -257,4 +257,50 @@ ProxyHeaderResult parse_proxy_header(std::span<const std::uint8_t> data) {
   }
 }
 
+namespace {
+
+// The 16 bytes of an address as INET6 wants them (IPv4 as ::ffff:a.b.c.d).
+std::array<std::uint8_t, 16> as_v6_bytes(const IpAddress& ip) noexcept {
+  std::array<std::uint8_t, 16> out{};
+  const auto b = ip.bytes();
+  if (ip.is_v4()) {
+    out[10] = 0xff;
+    out[11] = 0xff;
+    std::copy(b.begin(), b.end(), out.begin() + 12);
+  } else {
+    std::copy(b.begin(), b.end(), out.begin());
+  }
+  return out;
+}
+
+}  // namespace
+
+// The layout drawn above parse_v2, written: signature, 0x21 (version 2,
+// PROXY), family/transport (0x11 INET/STREAM or 0x21 INET6/STREAM), the
+// block length, source address, destination address, source port,
+// destination port, all big endian.
+ProxyV2Bytes write_proxy_v2(const Endpoint& source, const Endpoint& destination) noexcept {
+  ProxyV2Bytes out;
+  auto put = [&out](std::uint8_t b) { out.data[out.size++] = b; };
+  for (char c : kProxyV2Signature) put(static_cast<std::uint8_t>(c));
+  const bool v4 = source.ip.is_v4() && destination.ip.is_v4();
+  put(0x21);
+  put(v4 ? 0x11 : 0x21);
+  const std::size_t block = v4 ? kV2InetLength : kV2Inet6Length;
+  put(static_cast<std::uint8_t>(block >> 8U));
+  put(static_cast<std::uint8_t>(block & 0xffU));
+  if (v4) {
+    for (auto b : source.ip.bytes()) put(b);
+    for (auto b : destination.ip.bytes()) put(b);
+  } else {
+    for (auto b : as_v6_bytes(source.ip)) put(b);
+    for (auto b : as_v6_bytes(destination.ip)) put(b);
+  }
+  put(static_cast<std::uint8_t>(source.port >> 8U));
+  put(static_cast<std::uint8_t>(source.port & 0xffU));
+  put(static_cast<std::uint8_t>(destination.port >> 8U));
+  put(static_cast<std::uint8_t>(destination.port & 0xffU));
+  return out;
+}
+
 }  // namespace egressd::sniff

@@ -3,6 +3,7 @@
 // HAProxy's doc/proxy-protocol.txt. Only read on listeners whose peer is
 // trusted; the addresses it carries replace the socket's.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -61,5 +62,23 @@ struct ProxyHeaderResult {
 //    their remaining bytes are skipped unread, as the spec says); the
 //    caller decides whether that is acceptable.
 ProxyHeaderResult parse_proxy_header(std::span<const std::uint8_t> data);
+
+// The longest header write_proxy_v2 produces: the fixed 16 bytes and an
+// INET6 address block (no TLVs).
+inline constexpr std::size_t kMaxWrittenProxyV2Length = 16 + 36;
+
+// A written PROXY v2 header, held by value (no allocation).
+struct ProxyV2Bytes {
+  std::array<std::uint8_t, kMaxWrittenProxyV2Length> data{};
+  std::size_t size = 0;
+  [[nodiscard]] std::span<const std::uint8_t> bytes() const noexcept { return {data.data(), size}; }
+};
+
+// Writes the PROXY v2 header a node agent sends before a pod's bytes:
+// command PROXY, transport STREAM, no TLVs. Two IPv4 endpoints give INET
+// (28 bytes); otherwise INET6 (52 bytes), an IPv4 endpoint written as its
+// IPv4-mapped address (which parse_proxy_header reads back as IPv4).
+// Pure, never fails.
+ProxyV2Bytes write_proxy_v2(const Endpoint& source, const Endpoint& destination) noexcept;
 
 }  // namespace egressd::sniff

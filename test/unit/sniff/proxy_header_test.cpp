@@ -240,5 +240,55 @@ TEST(ProxyHeader, Garbage) {
   for (std::size_t n = 0; n <= v1.size(); ++n) EXPECT_EQ(parse(v1, n).status, Status::need_more);
 }
 
+// ---- write_proxy_v2 -------------------------------------------------------
+
+Endpoint ep(std::string_view ip, std::uint16_t port) {
+  return Endpoint{*IpAddress::parse(ip), port};
+}
+
+// What a node agent writes, parsed back: the same endpoints, exactly the
+// header's bytes consumed, the payload after it left alone.
+void expect_round_trip(const Endpoint& src, const Endpoint& dst, std::size_t size) {
+  const ProxyV2Bytes w = write_proxy_v2(src, dst);
+  ASSERT_EQ(w.size, size);
+  const Bytes header(w.bytes().begin(), w.bytes().end());
+  expect_fragmentation_safe(header);
+  const auto r = parse(header);
+  ASSERT_EQ(r.status, Status::found) << r.reason;
+  EXPECT_EQ(r.header.version, 2U);
+  EXPECT_EQ(r.header.command, ProxyHeader::Command::proxy);
+  ASSERT_TRUE(r.header.source && r.header.destination);
+  EXPECT_EQ(*r.header.source, src);
+  EXPECT_EQ(*r.header.destination, dst);
+}
+
+TEST(ProxyHeaderWriter, RoundTripsIpv4) {
+  expect_round_trip(ep("10.200.1.2", 43090), ep("198.18.0.10", 443), 28);
+  expect_round_trip(ep("0.0.0.0", 0), ep("255.255.255.255", 65535), 28);
+}
+
+TEST(ProxyHeaderWriter, RoundTripsIpv6) {
+  expect_round_trip(ep("fd00:200:1::2", 1), ep("2001:db8::1", 65535), 52);
+}
+
+TEST(ProxyHeaderWriter, MixedFamiliesUseInet6WithMappedIpv4) {
+  // Never produced by one TCP connection, but the header stays valid: the
+  // IPv4 side is written mapped and read back as IPv4.
+  expect_round_trip(ep("10.0.0.1", 5), ep("2001:db8::1", 80), 52);
+  const ProxyV2Bytes w = write_proxy_v2(ep("10.0.0.1", 5), ep("2001:db8::1", 80));
+  EXPECT_EQ(w.data[13], 0x21);  // INET6 / STREAM
+  EXPECT_EQ(w.data[16 + 10], 0xff);
+  EXPECT_EQ(w.data[16 + 11], 0xff);
+}
+
+TEST(ProxyHeaderWriter, ExactBytesForIpv4) {
+  const ProxyV2Bytes w = write_proxy_v2(ep("10.0.1.5", 43090), ep("140.82.112.3", 443));
+  Bytes want(kProxyV2Signature.begin(), kProxyV2Signature.end());
+  const Bytes rest = {0x21, 0x11, 0x00, 0x0c};
+  want.insert(want.end(), rest.begin(), rest.end());
+  want.insert(want.end(), kInetBlock.begin(), kInetBlock.end());
+  EXPECT_EQ(Bytes(w.bytes().begin(), w.bytes().end()), want);
+}
+
 }  // namespace
 }  // namespace egressd::sniff
