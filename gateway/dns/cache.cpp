@@ -53,6 +53,8 @@ Answer build_answer(const Entry& e, TimePoint now, std::chrono::milliseconds win
   out.status = Answer::Status::ok;
   out.addresses.reserve(e.current.size() + e.history.size());
   out.addresses.assign(e.current.begin(), e.current.end());
+  out.current = e.current.size();
+  out.expires = e.expires;
   for (const Past& p : e.history) {
     if (p.last_valid + window < now) break;  // sorted: the rest are older
     out.addresses.push_back(p.address);

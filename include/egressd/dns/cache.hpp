@@ -51,6 +51,11 @@ struct Answer {
   // most recently valid first; no duplicates. May be empty (NODATA).
   std::vector<IpAddress> addresses;
   std::string error;  // when failed: "NXDOMAIN", "SERVFAIL", "timeout", ...
+  // How many of `addresses` (the first ones) are the current answer, and
+  // when that answer expires (its clamped TTL): what a user of the name
+  // itself, rather than of its history, needs (a node agent's replicas).
+  std::size_t current = 0;
+  TimePoint expires{};
 
   [[nodiscard]] bool ok() const noexcept { return status == Status::ok; }
 };

@@ -104,6 +104,9 @@ TEST(Cache, RoundRobinAnswersCountWithinWindowThenAreForgotten) {
   // Replaced before it expired: valid until the replacement (t0+5).
   const Answer a = cache.store_success("rr.test", second, seconds{10}, kT0 + seconds{5});
   EXPECT_THAT(a.addresses, ElementsAre(ip("198.51.100.3"), ip("198.51.100.1"), ip("198.51.100.2")));
+  // Only the first is the current answer, which expires at t0+15.
+  EXPECT_EQ(a.current, 1U);
+  EXPECT_EQ(a.expires, kT0 + seconds{15});
   // Current answer expires at t0+15; the old ones count until t0+65.
   const auto at14 = cache.find("rr.test", kT0 + seconds{14});
   ASSERT_TRUE(at14.has_value());
