@@ -16,6 +16,8 @@ std::string_view describe(NameProblem problem) noexcept {
       return "a label longer than 63 bytes";
     case NameProblem::bad_byte:
       return "a byte other than a letter, digit, hyphen or dot";
+    case NameProblem::bad_ip_literal:
+      return "a malformed IP literal or a name ending in a number";
   }
   return "an invalid name";
 }
@@ -57,19 +59,18 @@ void ascii_lowercase(std::string& s) noexcept {
 
 CanonicalNameResult canonicalize_name(std::string_view raw) {
   CanonicalNameResult result;
-  std::string_view literal = raw;
-  if (literal.size() > 2 && literal.front() == '[' && literal.back() == ']') {
-    literal = literal.substr(1, literal.size() - 2);
-    if (auto ip = IpAddress::parse(literal); ip && literal.find(':') != std::string_view::npos) {
-      result.name = CanonicalName{ip->to_string(), ip};
+  // Literals first: "0x7f000001" and "127.1" pass check_dns_name, yet a
+  // resolver would read them as 127.0.0.1.
+  const IpLiteral literal = parse_ip_literal(raw);
+  switch (literal.kind) {
+    case LiteralKind::ip:
+      result.name = CanonicalName{literal.address.to_string(), literal.address};
       return result;
-    }
-    result.problem = NameProblem::bad_byte;
-    return result;
-  }
-  if (auto ip = IpAddress::parse(raw)) {
-    result.name = CanonicalName{ip->to_string(), ip};
-    return result;
+    case LiteralKind::invalid:
+      result.problem = NameProblem::bad_ip_literal;
+      return result;
+    case LiteralKind::not_literal:
+      break;
   }
   result.problem = check_dns_name(raw);
   if (result.problem != NameProblem::none) return result;

@@ -163,28 +163,15 @@ struct FlowName {
   }
 };
 
-// Same acceptance as canonicalize_name (core/hostname.hpp), which it defers
-// to for anything that may be an IP literal.
+// Same acceptance as canonicalize_name (core/hostname.hpp): IP literals in
+// every spelling by parse_ip_literal (allocation-free; only a literal's text
+// allocates), anything else as a DNS name without allocating.
 NameProblem canonicalize_flow_name(std::string_view raw, FlowName& out) {
-  // One pass (find_first_of would call memchr per byte).
-  bool digits_and_dots = true;
-  bool colon_or_bracket = false;
-  for (const char c : raw) {
-    digits_and_dots = digits_and_dots && ((c >= '0' && c <= '9') || c == '.');
-    colon_or_bracket = colon_or_bracket || c == ':' || c == '[';
-  }
-  const bool maybe_ip = colon_or_bracket || (digits_and_dots && IpAddress::parse(raw).has_value());
-  if (maybe_ip) {
-    auto result = canonicalize_name(raw);
-    if (!result.name) return result.problem;
-    out.is_ip = result.name->ip.has_value();
-    out.owned = std::move(result.name->text);
-    if (!out.is_ip) {
-      // Unreachable with today's canonicalize_name (':' and '[' are bad
-      // bytes in DNS names), kept so both paths agree if it ever changes.
-      out.length = std::min(out.owned.size(), out.buffer.size());
-      std::copy_n(out.owned.begin(), out.length, out.buffer.begin());
-    }
+  const IpLiteral literal = parse_ip_literal(raw);
+  if (literal.kind == LiteralKind::invalid) return NameProblem::bad_ip_literal;
+  if (literal.kind == LiteralKind::ip) {
+    out.is_ip = true;
+    out.owned = literal.address.to_string();
     return NameProblem::none;
   }
   const NameProblem problem = check_dns_name(raw);
