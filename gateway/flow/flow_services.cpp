@@ -31,6 +31,11 @@ void note_connect_failure(Worker& worker, std::string_view reason) {
   worker.metrics().upstream_connect_failed(f);
 }
 
+void note_verdict(Worker& worker, const policy::Verdict& verdict) {
+  if (verdict.guard_class.empty()) return;
+  if (auto c = metrics::guard_class_from(verdict.guard_class)) worker.metrics().guard_denied(*c);
+}
+
 void note_http_request(Worker& worker, Proto proto, log::Decision decision) {
   worker.metrics().http_request(proto, decision);
 }

@@ -19,6 +19,8 @@ void note_flow_opened(Worker& worker, const ListenerInfo& listener);
 void note_flow_closed(Worker& worker, const ListenerInfo& listener, const log::FlowRecord& record,
                       std::uint64_t already_reported_up, std::uint64_t already_reported_down);
 void note_connect_failure(Worker& worker, std::string_view reason);
+// A verdict taken: counts builtin:guard denials by address class.
+void note_verdict(Worker& worker, const policy::Verdict& verdict);
 // One HTTP request judged (egressd_http_requests_total).
 void note_http_request(Worker& worker, Proto proto, log::Decision decision);
 void submit_record(Worker& worker, log::FlowRecord&& record);

@@ -82,6 +82,38 @@ std::string_view to_string(ConnectFailure f) noexcept {
   return "other";
 }
 
+std::string_view to_string(GuardClass c) noexcept {
+  switch (c) {
+    case GuardClass::own_host:
+      return "own_host";
+    case GuardClass::unspecified:
+      return "unspecified";
+    case GuardClass::loopback:
+      return "loopback";
+    case GuardClass::multicast:
+      return "multicast";
+    case GuardClass::broadcast:
+      return "broadcast";
+    case GuardClass::link_local:
+      return "link_local";
+    case GuardClass::cloud_metadata:
+      return "cloud_metadata";
+    case GuardClass::private_use:
+      return "private";
+    case GuardClass::ipv4_embedded:
+      return "ipv4_embedded";
+  }
+  return "own_host";
+}
+
+std::optional<GuardClass> guard_class_from(std::string_view label) noexcept {
+  for (std::size_t i = 0; i < kGuardClasses; ++i) {
+    const auto c = static_cast<GuardClass>(i);
+    if (to_string(c) == label) return c;
+  }
+  return std::nullopt;
+}
+
 std::string_view to_string(DnsResult r) noexcept {
   switch (r) {
     case DnsResult::success:
@@ -193,6 +225,11 @@ void WorkerMetrics::http_request(Proto proto, log::Decision decision) noexcept {
   if (p < kProtos && d < kDecisions) http_requests_[p][d].add(1);
 }
 
+void WorkerMetrics::guard_denied(GuardClass cls) noexcept {
+  const auto c = static_cast<std::size_t>(cls);
+  if (c < kGuardClasses) guard_denials_[c].add(1);
+}
+
 void WorkerMetrics::upstream_connect_failed(ConnectFailure reason) noexcept {
   const auto r = static_cast<std::size_t>(reason);
   if (r < kConnectFailures) connect_failures_[r].add(1);
@@ -261,6 +298,7 @@ void Registry::render_egressd(std::string& out) const {
   std::vector<std::uint64_t> down(listeners_.size(), 0);
   std::array<std::array<std::uint64_t, kDecisions>, kProtos> http{};
   std::array<std::uint64_t, kConnectFailures> connect{};
+  std::array<std::uint64_t, kGuardClasses> guard{};
 
   for (const auto& w : workers_) {
     for (std::size_t l = 0; l < listeners_.size(); ++l) {
@@ -272,6 +310,7 @@ void Registry::render_egressd(std::string& out) const {
       for (std::size_t d = 0; d < kDecisions; ++d) http[p][d] += w->http_requests_[p][d].get();
     }
     for (std::size_t r = 0; r < kConnectFailures; ++r) connect[r] += w->connect_failures_[r].get();
+    for (std::size_t c = 0; c < kGuardClasses; ++c) guard[c] += w->guard_denials_[c].get();
 
     std::lock_guard lock(w->mu_);
     for (const auto& [k, n] : w->flows_) {
@@ -378,6 +417,19 @@ void Registry::render_egressd(std::string& out) const {
         out, "egressd_flows_total",
         {{"listener", k.listener}, {"proto", k.proto}, {"decision", k.decision}, {"rule", k.rule}},
         n);
+  }
+
+  {
+    header(out, "egressd_guard_denials_total", "counter",
+           "Flows and requests refused by the built-in address guard, by address class.");
+    std::array<std::pair<std::string_view, std::uint64_t>, kGuardClasses> rows{};
+    for (std::size_t c = 0; c < kGuardClasses; ++c) {
+      rows[c] = {to_string(static_cast<GuardClass>(c)), guard[c]};
+    }
+    std::sort(rows.begin(), rows.end());
+    for (const auto& [name, n] : rows) {
+      sample(out, "egressd_guard_denials_total", {{"class", name}}, n);
+    }
   }
 
   {

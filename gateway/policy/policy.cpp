@@ -222,6 +222,36 @@ struct IntegrityResult {
   std::string failure;  // reason when failed
 };
 
+// Why the guard refused an address: the class (a metric label) and a
+// sentence for the log.
+struct GuardDenial {
+  std::string_view cls;
+  std::string reason;
+};
+
+std::string_view guard_label(const AddressClassification& c) noexcept {
+  if (c.cloud_metadata) return "cloud_metadata";
+  switch (c.cls) {
+    case AddressClass::global:
+      return "global";
+    case AddressClass::unspecified:
+      return "unspecified";
+    case AddressClass::loopback:
+      return "loopback";
+    case AddressClass::multicast:
+      return "multicast";
+    case AddressClass::broadcast:
+      return "broadcast";
+    case AddressClass::link_local:
+      return "link_local";
+    case AddressClass::private_use:
+      return "private";
+    case AddressClass::ipv4_embedded:
+      return "ipv4_embedded";
+  }
+  return "global";
+}
+
 }  // namespace
 
 struct CompiledPolicy::Impl {
@@ -328,23 +358,54 @@ struct CompiledPolicy::Impl {
                                    });
   }
 
-  // Rule 7: nullopt when the guard lets `address` through, else the reason.
-  [[nodiscard]] std::optional<std::string> guard(const IpAddress& address, const IpAddress& src,
-                                                 std::uint16_t port, bool by_host) const {
+  // Rule 7, the address-only classes (own host, unspecified, loopback,
+  // multicast, broadcast, link-local): judged on every flow before the
+  // rules, whatever its name. nullopt when `address` passes them.
+  [[nodiscard]] std::optional<GuardDenial> address_guard(const IpAddress& address,
+                                                         const IpAddress& src,
+                                                         std::uint16_t port) const {
+    // The class first: loopback is also an address of this host, and the
+    // metric says more as "loopback".
+    const AddressClassification c = classify(address);
+    if (always_denied(c.cls)) {
+      return GuardDenial{guard_label(c),
+                         address_text(address) + " is " + std::string(to_string(c.cls))};
+    }
     if (!own_addresses.empty() &&
         std::binary_search(own_addresses.begin(), own_addresses.end(), address)) {
-      return address_text(address) + " is an address of this gateway";
+      return GuardDenial{"own_host", address_text(address) + " is an address of this gateway"};
     }
+    if (c.cls != AddressClass::link_local || lifted(address, c.range, src, port)) {
+      return std::nullopt;
+    }
+    return GuardDenial{guard_label(c), unlifted_reason(address, c)};
+  }
+
+  // Rule 7, the classes that only guard flows matched by a host entry
+  // (private ranges, IPv4 embedded in IPv6). nullopt when `address` passes.
+  [[nodiscard]] std::optional<GuardDenial> host_guard(const IpAddress& address,
+                                                      const IpAddress& src,
+                                                      std::uint16_t port) const {
     const AddressClassification c = classify(address);
-    if (c.cls == AddressClass::global) return std::nullopt;
-    if (!always_denied(c.cls)) {
-      if (c.cls != AddressClass::link_local && !by_host) return std::nullopt;
-      if (lifted(address, c.range, src, port)) return std::nullopt;
+    if (c.cls != AddressClass::private_use && c.cls != AddressClass::ipv4_embedded) {
+      return std::nullopt;
     }
+    if (lifted(address, c.range, src, port)) return std::nullopt;
+    return GuardDenial{guard_label(c), unlifted_reason(address, c)};
+  }
+
+  // Rule 7 as a whole, for the address the gateway is about to connect to.
+  [[nodiscard]] std::optional<GuardDenial> guard(const IpAddress& address, const IpAddress& src,
+                                                 std::uint16_t port, bool by_host) const {
+    if (auto g = address_guard(address, src, port)) return g;
+    if (by_host) return host_guard(address, src, port);
+    return std::nullopt;
+  }
+
+  static std::string unlifted_reason(const IpAddress& address, const AddressClassification& c) {
     std::string out = address_text(address);
     out += " is ";
     out += to_string(c.cls);
-    if (always_denied(c.cls)) return out;
     if (c.cloud_metadata) out += " (cloud metadata)";
     if (c.cls != AddressClass::link_local) out += " and was reached by host name";
     out += "; no allow cidr entry inside ";
@@ -418,6 +479,13 @@ Verdict deny_verdict(std::string_view rule, std::string reason) {
   v.decision = Decision::deny;
   v.rule = rule;
   v.reason = std::move(reason);
+  return v;
+}
+
+Verdict guard_verdict(GuardDenial denial, bool matched_by_host) {
+  Verdict v = deny_verdict(kRuleGuard, std::move(denial.reason));
+  v.guard_class = denial.cls;
+  v.matched_by_host = matched_by_host;
   return v;
 }
 
@@ -655,6 +723,13 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
   }
   const std::string_view name_text = name.text();
 
+  // Rule 7, address-only classes: named before everything but rule 2, so
+  // a flow to the metadata address or to the gateway itself is
+  // builtin:guard whether or not a rule matches it and whatever its name.
+  if (auto g = p.address_guard(f.dst, f.src, f.port)) {
+    return final_outcome(guard_verdict(std::move(*g), false));
+  }
+
   // Rule 10.
   if (f.ech && p.tls.ech == config::EchMode::deny) {
     return final_outcome(
@@ -709,6 +784,20 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
           deny_verdict(kRuleNoSni, "TLS ClientHello without SNI; no allow cidr entry matches " +
                                        Endpoint{f.dst, f.port}.to_string()));
     }
+  }
+
+  // Rule 7, private ranges: judged as soon as a host entry (allow or deny)
+  // matched, before that entry's integrity check and before deny rules. A
+  // transparent `resolve` entry connects to an address of its own choosing,
+  // not to dst: its answer is guarded once it is known (below).
+  for (std::size_t i = 0; i < matches.size(); ++i) {
+    const Entry& e = p.entries[matches[i]];
+    if (e.kind == EntryKind::cidr) continue;
+    if (f.transparent && e.action == Action::allow && e.integrity == Integrity::resolve) continue;
+    if (auto g = p.host_guard(f.dst, f.src, f.port)) {
+      return final_outcome(guard_verdict(std::move(*g), true));
+    }
+    break;
   }
 
   // Rules 5-6, deny side: the first-in-file enforcing deny decides at once;
@@ -825,10 +914,8 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
   // Rule 7, in every mode. A `resolve` pass under AssumeIntegrity has no
   // address to check: nothing was resolved.
   if (v.connect_to) {
-    if (auto problem = p.guard(*v.connect_to, f.src, f.port, v.matched_by_host)) {
-      Verdict g = deny_verdict(kRuleGuard, std::move(*problem));
-      g.matched_by_host = v.matched_by_host;
-      return final_outcome(std::move(g));
+    if (auto g = p.guard(*v.connect_to, f.src, f.port, v.matched_by_host)) {
+      return final_outcome(guard_verdict(std::move(*g), v.matched_by_host));
     }
   }
   return final_outcome(std::move(v));

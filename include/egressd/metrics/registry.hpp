@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,6 +41,25 @@ std::string_view to_string(ConnectFailure f) noexcept;
 enum class DnsResult : std::uint8_t { success, nxdomain, nodata, servfail, timeout, error };
 inline constexpr std::size_t kDnsResults = 6;
 std::string_view to_string(DnsResult r) noexcept;
+
+// egressd_guard_denials_total{class}: which address class the built-in
+// guard refused (contract decision rule 7).
+enum class GuardClass : std::uint8_t {
+  own_host,
+  unspecified,
+  loopback,
+  multicast,
+  broadcast,
+  link_local,
+  cloud_metadata,
+  private_use,
+  ipv4_embedded,
+};
+inline constexpr std::size_t kGuardClasses = 9;
+// "own_host", ..., "private", "ipv4_embedded": the policy's guard_class text.
+std::string_view to_string(GuardClass c) noexcept;
+// The class named by the policy's guard_class text; nullopt for any other.
+std::optional<GuardClass> guard_class_from(std::string_view label) noexcept;
 
 inline constexpr std::size_t kProtos = 5;     // egressd::Proto
 inline constexpr std::size_t kDecisions = 4;  // log::Decision
@@ -87,6 +107,9 @@ class alignas(64) WorkerMetrics {
 
   void upstream_connect_failed(ConnectFailure reason) noexcept;
 
+  // A flow or request refused by the built-in guard.
+  void guard_denied(GuardClass cls) noexcept;
+
  private:
   friend class Registry;
 
@@ -121,6 +144,7 @@ class alignas(64) WorkerMetrics {
   std::vector<PerListener> listeners_;
   std::array<std::array<LocalCounter, kDecisions>, kProtos> http_requests_{};
   std::array<LocalCounter, kConnectFailures> connect_failures_{};
+  std::array<LocalCounter, kGuardClasses> guard_denials_{};
 
   mutable std::mutex mu_;                                // flow ends and scrapes only
   std::map<FlowKey, std::uint64_t, FlowKeyLess> flows_;  // guarded by mu_

@@ -94,6 +94,10 @@ struct Verdict {
   // under `resolve`. Unset on deny, and under AssumeIntegrity with resolve.
   std::optional<IpAddress> connect_to;
   bool matched_by_host = false;  // the deciding allow came from a host entry
+  // builtin:guard only: the class that refused the address, as a metric
+  // label ("own_host", "loopback", "unspecified", "multicast", "broadcast",
+  // "link_local", "cloud_metadata", "private", "ipv4_embedded"). Static text.
+  std::string_view guard_class;
 };
 
 struct Outcome {
@@ -132,7 +136,16 @@ class CompiledPolicy {
   // answer `answers` does not have, and never when an enforcing deny already
   // decides. Only the flow's one name is ever looked up.
   //
-  // Precedence (documented choices where the contract is silent):
+  // Which check is named when several would deny (rule 7):
+  // builtin:invalid-name, then builtin:guard, then the policy. The guard's
+  // address-only classes (own host, unspecified, loopback, multicast,
+  // broadcast, link-local) are judged on dst before any rule; its private
+  // classes as soon as a host entry (allow or deny) matched, before deny
+  // rules and integrity — except a transparent `resolve` allow entry, whose
+  // connect address is its own answer and is guarded once known. The
+  // address the gateway finally connects to is guarded again in full.
+  //
+  // Further precedence (documented choices where the contract is silent):
   // - Among allow rules the first in the file that passes is named; within
   //   it a matching cidr entry decides before its host entries (an address
   //   grant needs no integrity), then its host entries in `to` order.

@@ -88,6 +88,17 @@ egressd_flows_active{listener="transparent"} 1
 egressd_flows_total{listener="proxy",proto="http",decision="deny",rule="builtin:sniff_timeout"} 1
 egressd_flows_total{listener="transparent",proto="tcp",decision="deny",rule="default"} 1
 egressd_flows_total{listener="transparent",proto="tls",decision="allow",rule="github"} 3
+# HELP egressd_guard_denials_total Flows and requests refused by the built-in address guard, by address class.
+# TYPE egressd_guard_denials_total counter
+egressd_guard_denials_total{class="broadcast"} 0
+egressd_guard_denials_total{class="cloud_metadata"} 1
+egressd_guard_denials_total{class="ipv4_embedded"} 0
+egressd_guard_denials_total{class="link_local"} 0
+egressd_guard_denials_total{class="loopback"} 0
+egressd_guard_denials_total{class="multicast"} 0
+egressd_guard_denials_total{class="own_host"} 0
+egressd_guard_denials_total{class="private"} 0
+egressd_guard_denials_total{class="unspecified"} 0
 # HELP egressd_http_requests_total HTTP/1 and h2c requests judged by the policy, by decision.
 # TYPE egressd_http_requests_total counter
 egressd_http_requests_total{proto="h2c",decision="audit_deny"} 1
@@ -121,6 +132,7 @@ std::unique_ptr<Registry> make_populated() {
     w.add_bytes(0, 0, 2000);
     w.http_request(Proto::http, Decision::deny);
     w.upstream_connect_failed(ConnectFailure::refused);
+    w.guard_denied(metrics::GuardClass::cloud_metadata);
   });
   std::thread b([&] {
     auto& w = reg.worker(1);

@@ -434,11 +434,114 @@ TEST(PolicyIntegrity, TwoPhaseLookup) {
   // AssumeIntegrity: never asks; resolve has nowhere to connect.
   const auto r =
       CompiledPolicy::compile(spec({allow("r", {host("r.test", {}, Integrity::resolve)})}), {});
-  o = r->decide(Flow{.dst = "127.0.0.1", .name = "r.test"}.facts(), AssumeIntegrity{});
+  o = r->decide(Flow{.dst = "203.0.113.7", .name = "r.test"}.facts(), AssumeIntegrity{});
   EXPECT_FALSE(o.needs_lookup);
   EXPECT_EQ(o.verdict.decision, Decision::allow);
   EXPECT_EQ(o.verdict.integrity, Integrity::resolve);
   EXPECT_FALSE(o.verdict.connect_to.has_value());
+}
+
+// Contract rule 7's precedence: invalid-name, then the guard, then the
+// policy; the address-only classes before any rule, the private classes as
+// soon as a host entry matched.
+TEST(PolicyGuard, PrecedenceOverRulesAndIntegrity) {
+  const auto p =
+      CompiledPolicy::compile(spec({
+                                  deny("block", {host("bad.test"), net("169.254.169.254/32")}),
+                                  allow("web", {host("web.test", {}, Integrity::verify)}),
+                                  allow("res", {host("res.test", {}, Integrity::resolve)}),
+                              }),
+                              {}, {ip("192.0.2.1")});
+  TableAnswers dns;
+  dns.ok("web.test", {"93.184.216.34"}).ok("res.test", {"93.184.216.34"});
+  run_table(
+      *p,
+      {
+          {"metadata, no rule matches",
+           {.dst = "169.254.169.254", .port = 80},
+           kDeny,
+           "builtin:guard",
+           "cloud metadata"},
+          {"metadata, a deny rule matches too", {.dst = "169.254.169.254"}, kDeny, "builtin:guard"},
+          {"metadata with a name that fails integrity",
+           {.dst = "169.254.169.254", .name = "web.test"},
+           kDeny,
+           "builtin:guard"},
+          {"own listener with a name that fails integrity",
+           {.dst = "192.0.2.1", .port = 15001, .name = "web.test"},
+           kDeny,
+           "builtin:guard",
+           "address of this gateway"},
+          {"own listener, unknown name",
+           {.dst = "192.0.2.1", .name = "x.test"},
+           kDeny,
+           "builtin:guard"},
+          {"invalid name before the guard",
+           {.dst = "127.0.0.1", .name = "a..b"},
+           kDeny,
+           "builtin:invalid-name"},
+          {"loopback, ECH refused: guard first",
+           {.dst = "127.0.0.1", .ech = true},
+           kDeny,
+           "builtin:guard"},
+          {"private before a deny host rule",
+           {.dst = "10.1.2.3", .name = "bad.test"},
+           kDeny,
+           "builtin:guard",
+           "reached by host name"},
+          {"private before integrity",
+           {.dst = "10.1.2.3", .name = "web.test"},
+           kDeny,
+           "builtin:guard"},
+          {"private, no host entry matched: the policy",
+           {.dst = "10.1.2.3", .name = "x.test"},
+           kDeny,
+           "default"},
+          {"private dst, resolve entry connects to its own answer",
+           {.dst = "10.1.2.3", .name = "res.test"},
+           kAllow,
+           "res"},
+          {"public, deny rule", {.name = "bad.test"}, kDeny, "block"},
+          {"public, integrity fails",
+           {.dst = "198.51.100.7", .name = "web.test"},
+           kDeny,
+           "builtin:integrity"},
+      },
+      dns);
+  // The guard's class is reported for the metric label.
+  auto o = p->decide(Flow{.dst = "169.254.169.254"}.facts(), dns);
+  EXPECT_EQ(o.verdict.guard_class, "cloud_metadata");
+  o = p->decide(Flow{.dst = "192.0.2.1"}.facts(), dns);
+  EXPECT_EQ(o.verdict.guard_class, "own_host");
+  o = p->decide(Flow{.dst = "10.1.2.3", .name = "web.test"}.facts(), dns);
+  EXPECT_EQ(o.verdict.guard_class, "private");
+  o = p->decide(Flow{.dst = "fe80::1"}.facts(), dns);
+  EXPECT_EQ(o.verdict.guard_class, "link_local");
+  o = p->decide(Flow{.name = "web.test"}.facts(), dns);
+  EXPECT_TRUE(o.verdict.guard_class.empty());
+
+  // Audit never lifts the guard, and under audit the guard still names
+  // itself first.
+  const auto a = CompiledPolicy::compile(
+      spec({allow("web", {host("web.test")})}, Action::deny, PolicyMode::audit), {});
+  run_table(
+      *a,
+      {{"audit: metadata", {.dst = "169.254.169.254"}, kDeny, "builtin:guard"},
+       {"audit: private by host", {.dst = "10.9.9.9", .name = "web.test"}, kDeny, "builtin:guard"}},
+      dns);
+
+  // Explicit mode: dst is the gateway's own resolution; the same order.
+  run_table(*p,
+            {{"explicit: resolved to loopback",
+              {.dst = "127.0.0.1", .name = "web.test", .transparent = false},
+              kDeny,
+              "builtin:guard"},
+             {"explicit: resolved to private",
+              {.dst = "10.0.0.8", .name = "res.test", .transparent = false},
+              kDeny,
+              "builtin:guard"},
+             {"explicit: public", {.name = "res.test", .transparent = false}, kAllow, "res"}},
+            dns);
 }
 
 TEST(PolicyGuard, ClassesAndLifting) {
