@@ -1,6 +1,7 @@
 // The life of one connection, top to bottom:
 //
-//   record -> who and where (source, original destination) -> limits
+//   record -> who and where (source, original destination; from a trusted
+//   peer's PROXY header on a proxy_protocol listener) -> limits
 //   -> sniff under timeouts.sniff (skipped when no name can matter, rule 11)
 //   -> decide (with a DNS lookup when destination integrity needs one)
 //   -> deny: what the client sees (TLS alert, HTTP 403, close)
@@ -32,6 +33,7 @@
 #include "egressd/sniff/h2c_preface.hpp"
 #include "egressd/sniff/http1_head.hpp"
 #include "flow_services.hpp"
+#include "proxy_listener.hpp"
 
 namespace egressd::flow {
 namespace asio = boost::asio;
@@ -182,6 +184,11 @@ awaitable<Sniffed> sniff_client(tcp::socket& client, std::vector<std::uint8_t>& 
   asio::steady_timer deadline(client.get_executor());
   deadline.expires_after(timeout);
   buffer.reserve(kSniffChunk);
+  // Bytes that arrived with a PROXY header may classify the flow already;
+  // a client that then waits for the server must not wait for the deadline.
+  if (!buffer.empty()) {
+    if (auto c = classify(buffer, buffer.size() >= kMaxSniffBytes)) co_return *c;
+  }
   for (;;) {
     const std::size_t old = buffer.size();
     const std::size_t room = std::min(kSniffChunk * 8, kMaxSniffBytes - old);
@@ -334,13 +341,42 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
     flow.close_undecided(log::CloseReason::reset, "the client left before it could be identified");
     co_return;
   }
-  std::optional<Endpoint> dst = listener->mode == config::ListenerMode::redirect
-                                    ? net::original_destination(fd, rec.src.ip.family())
-                                    : net::local_endpoint(fd);
-  // A connection made to the listener itself (not redirected) has no
-  // original destination: its destination is the gateway, which the guard
-  // refuses.
-  if (!dst) dst = net::local_endpoint(fd);
+  std::vector<std::uint8_t> sniffed_bytes;  // what follows a PROXY header joins it
+  std::optional<Endpoint> dst;
+  if (listener->proxy_protocol) {
+    // The peer is a node agent: the pod and the original destination come
+    // from its PROXY header, and only trusted peers may send one.
+    if (!trusted_peer(listener->trusted, rec.src.ip)) {
+      rec.decision = log::Decision::deny;
+      rec.rule = "builtin:untrusted-peer";
+      rec.reason = "the peer is not in proxy_protocol.trusted";
+      rec.close = log::CloseReason::denied;
+      client.close(ignored);
+      co_return;
+    }
+    const ProxyRead header =
+        co_await read_proxy_header(client, sniffed_bytes, snapshot->timeouts.sniff);
+    if (header.end != ProxyRead::End::ok) {
+      flow.close_undecided(header.end == ProxyRead::End::stopped
+                               ? (flow.active().stop_reason == relay::EndReason::revoked
+                                      ? log::CloseReason::revoked
+                                      : log::CloseReason::drained)
+                               : log::CloseReason::malformed,
+                           std::string(header.problem));
+      client.close(ignored);
+      co_return;
+    }
+    rec.src = header.source;
+    dst = header.destination;
+  } else {
+    dst = listener->mode == config::ListenerMode::redirect
+              ? net::original_destination(fd, rec.src.ip.family())
+              : net::local_endpoint(fd);
+    // A connection made to the listener itself (not redirected) has no
+    // original destination: its destination is the gateway, which the
+    // guard refuses.
+    if (!dst) dst = net::local_endpoint(fd);
+  }
   if (!dst) {
     flow.close_undecided(log::CloseReason::reset, "the original destination is unknown");
     co_return;
@@ -370,7 +406,6 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   // Sniff, unless no name can change the decision (rule 11: server-first
   // protocols must not wait for client bytes).
   const policy::CompiledPolicy& policy = *snapshot->policy;
-  std::vector<std::uint8_t> sniffed_bytes;
   Sniffed sniffed;
   if (policy.name_can_matter(listener->name, rec.src.ip, dst->port)) {
     sniffed = co_await sniff_client(client, sniffed_bytes, snapshot->timeouts.sniff);

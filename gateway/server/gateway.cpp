@@ -76,8 +76,6 @@ std::optional<std::string> unsupported(const config::ListenerSpec& l) {
   if (l.mode == config::ListenerMode::explicit_proxy)
     return "listener '" + l.name +
            "': mode explicit (HTTP CONNECT proxy) is not supported by this build yet";
-  if (l.proxy_protocol)
-    return "listener '" + l.name + "': proxy_protocol is not supported by this build yet";
   if (l.forward)
     return "listener '" + l.name + "': forward (node agent) is not supported by this build yet";
   return std::nullopt;
@@ -177,6 +175,10 @@ class Gateway {
         info->mode = l.mode;
         info->address = l.address;
         info->index = li;
+        if (l.proxy_protocol) {
+          info->proxy_protocol = true;
+          info->trusted = l.proxy_protocol->trusted;
+        }
         for (auto& w : workers_) w->serve(info, bind_listener(w->io(), l));
       }
     } catch (const std::exception& e) {

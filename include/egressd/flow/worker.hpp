@@ -51,6 +51,10 @@ struct ListenerInfo {
   config::ListenerMode mode = config::ListenerMode::redirect;
   Endpoint address;
   std::size_t index = 0;  // position in the config, for metric shards
+  // proxy_protocol: source and original destination come from a PROXY
+  // header, accepted only from peers in `trusted`.
+  bool proxy_protocol = false;
+  std::vector<Cidr> trusted;
 };
 
 // Per-source connection counts shared by all workers; only used when
