@@ -9,6 +9,7 @@
 #include "egressd/config/loader.hpp"
 #include "egressd/core/hostname.hpp"
 #include "egressd/core/ip.hpp"
+#include "egressd/core/ip_literal.hpp"
 
 namespace egressd::config {
 namespace {
@@ -128,6 +129,10 @@ HostPatternResult canonicalize_host_pattern(std::string_view raw) {
     return fail(std::string(describe(NameProblem::empty_label)));
   const NameProblem problem = check_dns_name(ascii);
   if (problem != NameProblem::none) return fail(std::string(describe(problem)));
+  // Traffic names ending in a number are IP literals (or invalid), never
+  // DNS names (core/ip_literal.hpp): such a pattern could never match.
+  if (parse_ip_literal(ascii).kind != LiteralKind::not_literal)
+    return fail("ends in a number, so it is an IP address, not a name; use cidr");
   // The shortest name a wildcard matches has one more label: "x." + base.
   if (!prefix.empty() && ascii.size() + 2 > kMaxNameLength)
     return fail("too long: no name under it fits in 253 bytes");

@@ -68,6 +68,8 @@ std::optional<IpAddress> IpAddress::parse(std::string_view text) noexcept {
     return from_v4(*quad);
   }
   // inet_pton needs a NUL-terminated string; the length is bounded above.
+  // A NUL inside would end the text early ("::1\0junk" read as ::1).
+  if (text.find('\0') != std::string_view::npos) return std::nullopt;
   char buf[INET6_ADDRSTRLEN];
   std::memcpy(buf, text.data(), text.size());
   buf[text.size()] = '\0';
@@ -154,6 +156,7 @@ std::optional<Cidr> Cidr::parse(std::string_view text, bool* had_host_bits) noex
   std::optional<IpAddress> ip;
   if (addr_text.find(':') != std::string_view::npos) {
     if (addr_text.size() >= INET6_ADDRSTRLEN) return std::nullopt;
+    if (addr_text.find('\0') != std::string_view::npos) return std::nullopt;
     char buf[INET6_ADDRSTRLEN];
     std::memcpy(buf, addr_text.data(), addr_text.size());
     buf[addr_text.size()] = '\0';

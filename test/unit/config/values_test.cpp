@@ -101,6 +101,7 @@ const std::string kWild251 = "*." + kLabel63 + "." + kLabel63 + "." + kLabel63 +
                              std::string(59, 'b');  // base 251: "x." + base = 253
 const std::string kWild252 = kWild251 + "c";
 
+const std::string kNumber = "ends in a number, so it is an IP address, not a name; use cidr";
 const std::string kStar =
     "'*' is allowed only as the whole first label, as in '*.example.com' or '**.example.com'";
 
@@ -121,6 +122,9 @@ INSTANTIATE_TEST_SUITE_P(
         HostCase{"**.", "", "nothing after '**.'"}, HostCase{".", "", "a lone '.' is not a name"},
         HostCase{"a*.b", "", kStar}, HostCase{"a.*.b", "", kStar}, HostCase{"*a.b", "", kStar},
         HostCase{"***.b", "", kStar}, HostCase{"*.*.b", "", kStar}, HostCase{"b.*", "", kStar},
+        HostCase{"1.2.3.4", "", "an IP address, not a name; use cidr"},
+        HostCase{"2130706433", "", kNumber}, HostCase{"*.10.0.0", "", kNumber},
+        HostCase{"**.0x7f", "", kNumber}, HostCase{"a.1b", "a.1b"}, HostCase{"1a.com", "1a.com"},
         HostCase{"a..b", "", "an empty label"}, HostCase{".a", "", "an empty label"},
         HostCase{"a..", "", "an empty label"}, HostCase{"*..a", "", "an empty label"},
         HostCase{kLabel64 + ".x", "", "a label longer than 63 bytes"},

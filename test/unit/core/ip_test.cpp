@@ -35,6 +35,10 @@ TEST(IpAddress, RefusesMalformed) {
   }
   const std::string with_nul("1.2.3.4\0", 8);
   EXPECT_FALSE(IpAddress::parse(with_nul));
+  const std::string v6_with_nul("::1\0evil", 8);
+  EXPECT_FALSE(IpAddress::parse(v6_with_nul));
+  EXPECT_FALSE(Endpoint::parse(std::string("[::1\0x]:80", 10)));
+  EXPECT_FALSE(Cidr::parse(std::string("fd00::\0/8", 9)));
 }
 
 TEST(Endpoint, ParsesBothFamilies) {
