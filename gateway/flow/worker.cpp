@@ -44,6 +44,16 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const Listener
       co_await pause.async_wait(kNoThrow);
       continue;
     }
+    if (listener->mode == config::ListenerMode::explicit_proxy) {
+      asio::co_spawn(worker.io(), run_explicit_flow(worker, listener, std::move(socket)),
+                     asio::detached);
+      continue;
+    }
+    if (listener->forward) {
+      asio::co_spawn(worker.io(), run_forward_flow(worker, listener, std::move(socket)),
+                     asio::detached);
+      continue;
+    }
     asio::co_spawn(worker.io(), run_flow(worker, listener, std::move(socket)), asio::detached);
   }
 }

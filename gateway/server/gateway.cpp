@@ -9,6 +9,7 @@
 #include <ostream>
 #include <thread>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -24,6 +25,7 @@
 #include "egressd/dns/cache.hpp"
 #include "egressd/dns/host_addresses.hpp"
 #include "egressd/dns/resolver.hpp"
+#include "egressd/flow/replica_set.hpp"
 #include "egressd/flow/worker.hpp"
 #include "egressd/log/access_log.hpp"
 #include "egressd/metrics/registry.hpp"
@@ -69,16 +71,6 @@ std::string_view mode_name(config::ListenerMode m) {
       return "explicit";
   }
   return "redirect";
-}
-
-// Listener kinds that later releases bring; refused at start, clearly.
-std::optional<std::string> unsupported(const config::ListenerSpec& l) {
-  if (l.mode == config::ListenerMode::explicit_proxy)
-    return "listener '" + l.name +
-           "': mode explicit (HTTP CONNECT proxy) is not supported by this build yet";
-  if (l.forward)
-    return "listener '" + l.name + "': forward (node agent) is not supported by this build yet";
-  return std::nullopt;
 }
 
 // Binds one SO_REUSEPORT acceptor of `l` on `io`: every worker gets its own,
@@ -160,6 +152,7 @@ class Gateway {
     services.source_limiter = &source_limiter_;
     services.connection_limit = connection_limit_.get();
     services.verify_window = config_.dns.verify_window;
+    services.draining = &draining_;
     for (unsigned i = 0; i < worker_count; ++i) {
       workers_.push_back(std::make_unique<flow::Worker>(i, services, pipes_per_worker));
       workers_.back()->publish(snapshot_);
@@ -178,6 +171,14 @@ class Gateway {
         if (l.proxy_protocol) {
           info->proxy_protocol = true;
           info->trusted = l.proxy_protocol->trusted;
+        }
+        if (l.forward) {
+          std::shared_ptr<flow::ReplicaSet> replicas = flow::ReplicaSet::from_target(*l.forward);
+          if (!replicas) {
+            throw std::runtime_error("listener '" + l.name + "': invalid forward target '" +
+                                     *l.forward + "'");
+          }
+          info->forward = std::move(replicas);
         }
         for (auto& w : workers_) w->serve(info, bind_listener(w->io(), l));
       }
@@ -213,11 +214,7 @@ class Gateway {
 
     asio::signal_set signals(control_io_, SIGTERM, SIGINT);
     asio::signal_set hup(control_io_, SIGHUP, SIGUSR1);
-    signals.async_wait([this](const boost::system::error_code& ec, int sig) {
-      if (ec) return;
-      spdlog::info("signal {}: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-      asio::co_spawn(control_io_, drain(), asio::detached);
-    });
+    wait_term(signals);
     wait_hup_usr1(hup);
     control_io_.run();
 
@@ -229,6 +226,24 @@ class Gateway {
   }
 
  private:
+  // The first SIGTERM/SIGINT starts a drain; a second one during the drain
+  // skips what is left of drain_delay and drain (Ctrl-C twice stops now).
+  void wait_term(asio::signal_set& set) {
+    set.async_wait([this, &set](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      const char* name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+      if (!draining_.load(std::memory_order_relaxed)) {
+        spdlog::info("signal {}: draining", name);
+        asio::co_spawn(control_io_, drain(), asio::detached);
+      } else if (!hurry_) {
+        spdlog::info("signal {} again: closing open flows now", name);
+        hurry_ = true;
+        if (drain_timer_ != nullptr) drain_timer_->cancel();
+      }
+      wait_term(set);
+    });
+  }
+
   void wait_hup_usr1(asio::signal_set& set) {
     set.async_wait([this, &set](const boost::system::error_code& ec, int sig) {
       if (ec) return;
@@ -279,17 +294,21 @@ class Gateway {
   // flows timeouts.drain; stop the rest as `drained`; flush; exit 0.
   asio::awaitable<void> drain() {
     admin_->set_draining();
+    draining_.store(true, std::memory_order_relaxed);
     asio::steady_timer timer(control_io_);
+    drain_timer_ = &timer;
+    constexpr auto kMayBeCancelled = asio::as_tuple(asio::use_awaitable);
     timer.expires_after(config_.timeouts.drain_delay);
-    co_await timer.async_wait(asio::use_awaitable);
+    co_await timer.async_wait(kMayBeCancelled);
     for (auto& w : workers_) w->close_listeners();
     spdlog::info("listeners closed; {} flow(s) open, waiting up to {} ms", active_flows(),
                  config_.timeouts.drain.count());
     const auto deadline = std::chrono::steady_clock::now() + config_.timeouts.drain;
-    while (active_flows() > 0 && std::chrono::steady_clock::now() < deadline) {
+    while (!hurry_ && active_flows() > 0 && std::chrono::steady_clock::now() < deadline) {
       timer.expires_after(std::chrono::milliseconds(50));
-      co_await timer.async_wait(asio::use_awaitable);
+      co_await timer.async_wait(kMayBeCancelled);
     }
+    drain_timer_ = nullptr;
     if (active_flows() > 0) {
       spdlog::info("closing {} flow(s) still open", active_flows());
       for (auto& w : workers_) w->stop_flows(relay::EndReason::drained);
@@ -315,6 +334,9 @@ class Gateway {
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<admin::AdminServer> admin_;
   std::vector<IpAddress> own_addresses_;
+  std::atomic<bool> draining_{false};
+  bool hurry_ = false;                         // a second signal came (control thread)
+  asio::steady_timer* drain_timer_ = nullptr;  // the drain's timer while it waits
   std::shared_ptr<const flow::Snapshot> snapshot_;
   std::vector<std::unique_ptr<flow::Worker>> workers_;
   std::vector<std::thread> threads_;
@@ -336,12 +358,6 @@ int run_gateway(const RunOptions& options, std::ostream& err) {
   if (!validated.ok()) {
     err << "egressd: " << options.config_path << " is not a valid config; nothing was started\n";
     return 1;
-  }
-  for (const auto& l : validated.config->listeners) {
-    if (auto why = unsupported(l)) {
-      err << "egressd: " << *why << "\n";
-      return 1;
-    }
   }
   Gateway gateway(options.config_path, std::move(validated));
   return gateway.run();

@@ -204,6 +204,37 @@ def cmd_raw(a):
     s.close()
 
 
+def cmd_connect(a):
+    """CONNECT through an explicit proxy; then, optionally, a ClientHello
+    inside the tunnel (--sni / --no-sni)."""
+    t0 = time.monotonic()
+    s = connect(a.dst, a.src)
+    me = local(s)
+    r = {"local": me, "status": None, "head": "", "alert": None, "handshake": False}
+    try:
+        send(s, ("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (a.target, a.target)).encode())
+        head, how = read_all(s, a.read_timeout, done=lambda b: b"\r\n\r\n" in b)
+    except OSError:
+        head, how = b"", "reset"
+    text = head.decode("latin-1")
+    r["head"] = text
+    try:
+        r["status"] = int(text.split(" ", 2)[1])
+    except (IndexError, ValueError):
+        pass
+    if r["status"] == 200 and (a.sni or a.no_sni):
+        hello = client_hello(None if a.no_sni else a.sni.encode())
+        try:
+            send(s, hello)
+            data, how = read_record(s, a.read_timeout)
+        except OSError:
+            data, how = b"", "reset"
+        r.update(describe_tls_reply(data))
+    r.update(closed=how, elapsed_ms=int((time.monotonic() - t0) * 1000))
+    s.close()
+    out(r)
+
+
 def cmd_slow(a):
     hello = client_hello(b"allowed.test")
     t0 = time.monotonic()
@@ -502,6 +533,13 @@ def main():
     p.add_argument("--send-hex", required=True)
     p.add_argument("--byte-delay", type=float, default=0.0)
     p.add_argument("--shut-wr", action="store_true")
+    p.add_argument("--read-timeout", type=float, default=5.0)
+
+    p = sp("connect", cmd_connect)
+    p.add_argument("--dst", required=True, help="the proxy")
+    p.add_argument("--target", required=True, help="host:port to CONNECT to")
+    p.add_argument("--sni")
+    p.add_argument("--no-sni", action="store_true")
     p.add_argument("--read-timeout", type=float, default=5.0)
 
     p = sp("slow", cmd_slow)

@@ -207,6 +207,33 @@ class DrainTest(harness.GatewayTest):
         self.assertRecord(one(event="flow", src=late.local), close="eof", decision="allow")
 
 
+class SecondSignalTest(harness.GatewayTest):
+    """A second SIGTERM/SIGINT during a drain skips what is left of
+    drain_delay and drain: open flows are closed (`drained`), records are
+    flushed, exit 0."""
+
+    rules = RULES
+    config_overrides = {"timeouts": {"drain_delay": "10s", "drain": "30s"}}
+
+    def test_second_signal_stops_at_once(self):
+        held = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT))
+        self.log.wait(W.match(event="open", src=held.local), since=self.mark, what="open record of the echo")
+        t0 = time.monotonic()
+        self.gw.signal(signal.SIGINT)
+        deadline = time.monotonic() + 2
+        while self.gw.admin_get("/readyz", timeout=1)[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.gw.signal(signal.SIGINT)
+        rc = self.gw.proc.wait(timeout=10)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, 0, "exit code after the second signal")
+        self.assertLess(took, 5, "the second signal skipped drain_delay (10 s) and drain (30 s)")
+        end = held.release("wait", timeout=10)
+        self.assertIn(end["closed"], ("eof", "reset"), end)
+        rec = self.log.wait(W.match(event="flow", src=held.local), since=self.mark)
+        self.assertRecord(rec, close="drained", decision="allow")
+
+
 class IdleTimeoutTest(harness.GatewayTest):
     """timeouts.idle ends a relay that moved no byte for that long; a flow
     that keeps talking lives on."""

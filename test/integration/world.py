@@ -96,6 +96,8 @@ DNS_HOSTS = {
     "echo.test": [ECHO_IP],
     "private.test": [PRIVATE_IP],
     "metadata.test": [METADATA_IP],
+    "loopback.test": ["127.0.0.1"],
+    "own.test": [GW_POD_IP],
 }
 
 # Names on the server certificate (curl checks them, so every name a test

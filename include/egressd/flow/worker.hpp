@@ -46,6 +46,8 @@ struct Snapshot {
   std::uint64_t generation = 0;
 };
 
+class ReplicaSet;
+
 struct ListenerInfo {
   std::string name;
   config::ListenerMode mode = config::ListenerMode::redirect;
@@ -55,6 +57,9 @@ struct ListenerInfo {
   // header, accepted only from peers in `trusted`.
   bool proxy_protocol = false;
   std::vector<Cidr> trusted;
+  // A node agent's listener (`forward`): the central gateway's replicas,
+  // shared by every worker serving this listener.
+  std::shared_ptr<ReplicaSet> forward;
 };
 
 // Per-source connection counts shared by all workers; only used when
@@ -106,6 +111,9 @@ struct Services {
   SourceLimiter* source_limiter = nullptr;
   ConnectionLimit* connection_limit = nullptr;
   std::chrono::milliseconds verify_window{300'000};
+  // Set once a drain starts (SIGTERM): kept-alive HTTP/1 connections get
+  // `Connection: close` on their next response. nullptr = never.
+  const std::atomic<bool>* draining = nullptr;
 };
 
 // A flow as seen by whoever must stop it (drain's end, revoke).
@@ -182,5 +190,19 @@ class Worker {
 // a flow"). Runs on `worker`'s thread; never throws.
 boost::asio::awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
                                       boost::asio::ip::tcp::socket client);
+
+// A connection on an explicit listener (HTTP CONNECT and absolute-form
+// forward proxying), accept to flow record; every request is judged.
+// Runs on `worker`'s thread; never throws.
+boost::asio::awaitable<void> run_explicit_flow(Worker& worker,
+                                               std::shared_ptr<const ListenerInfo> listener,
+                                               boost::asio::ip::tcp::socket client);
+
+// A node agent's connection (a listener with `forward`): the pod's bytes,
+// untouched, to a central replica behind a PROXY v2 header; no sniffing,
+// no policy; one `flow` record with decision `forward`. Never throws.
+boost::asio::awaitable<void> run_forward_flow(Worker& worker,
+                                              std::shared_ptr<const ListenerInfo> listener,
+                                              boost::asio::ip::tcp::socket client);
 
 }  // namespace egressd::flow

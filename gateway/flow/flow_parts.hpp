@@ -1,0 +1,136 @@
+#pragma once
+// The steps every kind of flow shares (transparent, explicit proxy): the
+// record kept on every exit path, sniffing the client's first bytes, what
+// a denied client sees, and the upstream connect. Internal to `flow`.
+
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "egressd/flow/worker.hpp"
+#include "egressd/log/record.hpp"
+#include "egressd/policy/policy.hpp"
+#include "egressd/sniff/client_hello.hpp"
+#include "flow_services.hpp"
+
+namespace egressd::flow {
+
+inline constexpr auto kNoThrow = boost::asio::as_tuple(boost::asio::use_awaitable);
+inline constexpr std::size_t kSniffChunk = 2048;
+// A ClientHello may span several records up to the parser's cap; anything
+// larger has already been judged too_large by the parser.
+inline constexpr std::size_t kMaxSniffBytes = sniff::kMaxClientHelloWireBytes + 512;
+
+// Writes the flow record and metrics on every exit path, and frees what
+// the flow holds in the worker's books.
+class FlowScope {
+ public:
+  FlowScope(Worker& worker, const ListenerInfo& listener)
+      : worker_(worker), listener_(listener), it_(worker.register_flow()) {
+    record.event = log::Event::flow;
+    record.time = std::chrono::system_clock::now();
+    record.listener = listener.name;
+    started_ = std::chrono::steady_clock::now();
+    note_flow_opened(worker_, listener_);
+  }
+  FlowScope(const FlowScope&) = delete;
+  FlowScope& operator=(const FlowScope&) = delete;
+  ~FlowScope() {
+    record.bytes_up = control.bytes_up;
+    record.bytes_down = control.bytes_down;
+    record.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started_);
+    if (source_held_) worker_.services().source_limiter->release(record.src.ip);
+    if (connection_held_) worker_.services().connection_limit->release();
+    const std::uint64_t reported_up = it_->reported_up;
+    const std::uint64_t reported_down = it_->reported_down;
+    worker_.unregister_flow(it_);
+    note_flow_closed(worker_, listener_, record, reported_up, reported_down);
+    submit_record(worker_, std::move(record));
+  }
+
+  ActiveFlow& active() { return *it_; }
+  void hold_source() { source_held_ = true; }
+  void hold_connection() { connection_held_ = true; }
+
+  // A flow closed before any decision: deny with builtin:<close reason>.
+  void close_undecided(log::CloseReason reason, std::string why) {
+    record.decision = log::Decision::deny;
+    record.rule = std::string("builtin:") + std::string(log::to_string(reason));
+    record.reason = std::move(why);
+    record.close = reason;
+  }
+
+  log::FlowRecord record;
+  relay::RelayControl control;
+
+ private:
+  Worker& worker_;
+  const ListenerInfo& listener_;
+  std::list<ActiveFlow>::iterator it_;
+  std::chrono::steady_clock::time_point started_;
+  bool source_held_ = false;
+  bool connection_held_ = false;
+};
+
+// What sniffing learnt.
+struct Sniffed {
+  enum class End : std::uint8_t { done, timeout, malformed, closed, reset, stopped };
+  End end = End::done;
+  Proto proto = Proto::tcp;
+  std::optional<std::string> name;  // raw, as in the traffic
+  bool tls_without_sni = false;
+  bool ech = false;
+  std::vector<std::string> alpn;
+  std::uint16_t tls_record_version = 0x0303;
+  bool http_malformed = false;  // answer 400 (rule 12)
+  std::string_view problem;     // static text from the parser
+};
+
+// limits.max_connections and limits.max_connections_per_source for the
+// flow's source (record.src must be set). False when over either: the
+// client is closed and the flow recorded as builtin:limit.
+bool take_limits(Worker& worker, FlowScope& flow, boost::asio::ip::tcp::socket& client);
+
+// Classifies the first bytes of `bytes` (everything the client has sent).
+// Returns nullopt while more bytes are needed; `full`: no more will come.
+std::optional<Sniffed> classify(std::span<const std::uint8_t> bytes, bool full);
+
+// Reads the client's first bytes until they classify the flow or the sniff
+// deadline passes. Bytes read are kept in `buffer` for replay upstream.
+boost::asio::awaitable<Sniffed> sniff_client(boost::asio::ip::tcp::socket& client,
+                                             std::vector<std::uint8_t>& buffer,
+                                             std::chrono::milliseconds timeout);
+
+// Sends what a denied client sees, then closes gently (half-close, drain
+// what the client still sends for a moment), so the last bytes arrive.
+boost::asio::awaitable<void> answer_and_close(boost::asio::ip::tcp::socket& client,
+                                              std::string_view bytes);
+
+// A fatal TLS alert access_denied(49) in a record of `record_version`.
+std::string tls_alert(std::uint16_t record_version);
+// A complete HTTP/1.1 response with `Connection: close` and a text body.
+std::string http_response(int status, std::string_view text, const std::string& body);
+
+log::CloseReason to_close(relay::EndReason r);
+log::Decision to_log(policy::Decision d);
+// "refused", "timeout", "unreachable" or "other" (note_connect_failure).
+std::string_view connect_failure_reason(const boost::system::error_code& ec);
+
+// Connects under `timeout` with SO_MARK `mark`; an error value on failure
+// (timed_out on expiry).
+boost::asio::awaitable<boost::system::error_code> connect_upstream(
+    boost::asio::ip::tcp::socket& upstream, const Endpoint& to, std::uint32_t mark,
+    std::chrono::milliseconds timeout);
+
+}  // namespace egressd::flow
