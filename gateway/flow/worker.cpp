@@ -54,11 +54,6 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const Listener
                      asio::detached);
       continue;
     }
-    if (listener->forward) {
-      asio::co_spawn(worker.io(), run_forward_flow(worker, listener, std::move(socket)),
-                     asio::detached);
-      continue;
-    }
     asio::co_spawn(worker.io(), run_flow(worker, listener, std::move(socket)), asio::detached);
   }
 }

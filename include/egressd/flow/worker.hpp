@@ -48,8 +48,6 @@ struct Snapshot {
 
 class ReplicaSet;
 
-class ReplicaSet;
-
 struct ListenerInfo {
   std::string name;
   config::ListenerMode mode = config::ListenerMode::redirect;
@@ -192,13 +190,6 @@ class Worker {
 // a flow"). Runs on `worker`'s thread; never throws.
 boost::asio::awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
                                       boost::asio::ip::tcp::socket client);
-
-// A node agent's connection (a listener with `forward`): the pod's bytes,
-// untouched, to a central replica behind a PROXY v2 header; no sniffing,
-// no policy; one `flow` record with decision `forward`. Never throws.
-boost::asio::awaitable<void> run_forward_flow(Worker& worker,
-                                              std::shared_ptr<const ListenerInfo> listener,
-                                              boost::asio::ip::tcp::socket client);
 
 // A connection on an explicit listener (HTTP CONNECT and absolute-form
 // forward proxying), accept to flow record; every request is judged.
