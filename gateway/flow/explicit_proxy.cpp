@@ -237,11 +237,16 @@ awaitable<Judged> judge_target(Worker& worker, const Snapshot& snapshot,
     answers.push_back(*canonical.name->ip);
   } else {
     ResolvedName resolved = co_await resolve_name(worker, j.name);
-    if (!resolved.answer.ok() || resolved.answer.addresses.empty()) {
+    // Only the current answer: the verify window's history is for checking
+    // a client's choice, not for choosing (a rebinding name's earlier
+    // answer is not where it points now).
+    const std::size_t current = std::min(resolved.answer.current, resolved.answer.addresses.size());
+    if (!resolved.answer.ok() || current == 0) {
       j.dns_failed = true;
       j.dns_error = resolved.answer.ok() ? "no addresses" : resolved.answer.error;
       co_return j;
     }
+    resolved.answer.addresses.resize(current);
     answers = std::move(resolved.answer.addresses);
   }
   std::optional<policy::Verdict> first;

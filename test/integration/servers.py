@@ -9,6 +9,7 @@ SIGTERM.
 import argparse
 import signal
 import socket
+import struct
 import sys
 import threading
 
@@ -64,6 +65,42 @@ def banner(text):
     return serve
 
 
+def rebinding_dns(sock, names):
+    """A DNS server whose A answers change with every query: names maps a
+    name to the addresses it answers in turn (TTL 1), as a rebinding
+    attacker's server does. AAAA gets NODATA; other names REFUSED."""
+    turn = {}
+    while True:
+        try:
+            q, peer = sock.recvfrom(4096)
+        except OSError:
+            return
+        if len(q) < 17:
+            continue
+        qid, flags, qdcount = struct.unpack("!HHH", q[:6])
+        pos, labels = 12, []
+        while pos < len(q) and q[pos] != 0:
+            n = q[pos]
+            labels.append(q[pos + 1:pos + 1 + n].decode("ascii", "replace").lower())
+            pos += 1 + n
+        question = q[12:pos + 5]
+        if pos + 5 > len(q) or qdcount != 1:
+            continue
+        qtype = struct.unpack("!H", q[pos + 1:pos + 3])[0]
+        name = ".".join(labels)
+        answers = names.get(name)
+        rcode, records = 0, b""
+        if answers is None:
+            rcode = 5
+        elif qtype == 1:
+            i = turn.get(name, 0)
+            turn[name] = i + 1
+            ip = answers[i % len(answers)]
+            records = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + socket.inet_aton(ip)
+        head = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, 1 if records else 0, 0, 0)
+        sock.sendto(head + question + records, peer)
+
+
 def accept_loop(sock, handler):
     while True:
         try:
@@ -78,8 +115,18 @@ def main():
     ap.add_argument("--echo", action="append", default=[])
     ap.add_argument("--banner", action="append", default=[])
     ap.add_argument("--banner-text", default="220 banner\r\n")
+    ap.add_argument("--rebind-dns", help="IP:PORT of the rebinding DNS server")
+    ap.add_argument("--rebind", action="append", default=[], help="NAME=IP1,IP2,...")
     ap.add_argument("--ready-file", required=True)
     a = ap.parse_args()
+    if a.rebind_dns:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(parse_addr(a.rebind_dns))
+        names = {}
+        for spec in a.rebind:
+            name, _, ips = spec.partition("=")
+            names[name.lower()] = ips.split(",")
+        threading.Thread(target=rebinding_dns, args=(u, names), daemon=True).start()
     text = a.banner_text.encode()
     socks = [(listen(parse_addr(x)), echo) for x in a.echo]
     socks += [(listen(parse_addr(x)), banner(text)) for x in a.banner]

@@ -4,6 +4,7 @@ and crafted requests. No interception: the pod talks to the proxy address.
 Each case checks what the client saw, the flow record and the metrics."""
 
 import subprocess
+import time
 
 import harness
 import world as W
@@ -27,6 +28,7 @@ RULES = [
     {"name": "internal", "to": [{"host": "private.test"}, {"host": "metadata.test"},
                                 {"host": "loopback.test"}, {"host": "own.test"}]},
     {"name": "echo", "to": [{"cidr": W.ECHO_IP + "/32"}]},
+    {"name": "rebind", "to": [{"host": W.REBIND_NAME, "ports": [443]}]},
     {"name": "smtp", "to": [{"cidr": W.BANNER_IP + "/32", "ports": [W.BANNER_PORT]}]},
     {"name": "block-denied", "action": "deny", "to": [{"host": "denied.test"}]},
 ]
@@ -197,6 +199,25 @@ class ExplicitTest(harness.GatewayTest):
         rc, out, err = self.curl_proxy("http://metadata.test/latest/meta-data/", "-D", "-")
         self.assertIn("403 Forbidden", out)
         self.assertIn("builtin:guard", out)
+
+    def test_dns_rebinding(self):
+        """A name answering a public address first and the metadata address
+        on the next query: the first is allowed, the second denied, each for
+        the address that was checked (the gateway never re-resolves)."""
+        r = self.world.client("connect", "--dst", PROXY, "--target", W.REBIND_NAME + ":443")
+        self.assertEqual(r["status"], 200, r)
+        rec = self.flow(src=r["local"])
+        self.assertDecision(rec, "allow", "rebind", proto="connect")
+        self.assertRecord(rec, dst=A(W.WEB_IP, 443), upstream=A(W.WEB_IP, 443))
+        # The shared cache keeps an answer at least 5 s; the next lookup after
+        # that gets the attacker's second answer.
+        time.sleep(5.5)
+        mark = self.log.mark()
+        r = self.world.client("connect", "--dst", PROXY, "--target", W.REBIND_NAME + ":443")
+        self.assertEqual(r["status"], 403, r)
+        rec = self.log.wait(W.match(event="flow", src=r["local"]), since=mark)
+        self.assertRecord(rec, decision="deny", rule="builtin:guard", dst=A(W.METADATA_IP, 443), close="denied")
+        self.assertNotIn("upstream", rec)
 
     def test_connect_to_the_gateway_listener_itself(self):
         r = self.world.client("connect", "--dst", PROXY, "--target", PROXY)

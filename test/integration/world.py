@@ -71,6 +71,11 @@ ECHO_PORT_DENIED = 7001
 BANNER_PORT = 2525
 BANNER = b"220 banner.test ESMTP egressd-integration\r\n"
 
+# rebind.test is served by servers.py's rebinding DNS (dnsmasq forwards it):
+# its A answer alternates between a public and the metadata address.
+REBIND_NAME = "rebind.test"
+REBIND_DNS_PORT = 5353
+
 REDIRECT_PORT = 15001
 TPROXY_PORT = 15002
 ADMIN = "127.0.0.1:9901"
@@ -423,6 +428,7 @@ http {{
                 cmd.append("--address=/%s/%s" % (name, ip))
         for name, ips in DNS_HOSTS.items():
             cmd.append("--host-record=%s,%s" % (name, ",".join(ips)))
+        cmd.append("--server=/%s/%s#%d" % (REBIND_NAME, DNS_IP, REBIND_DNS_PORT))
         self._popen("dnsmasq", self.inet, cmd)
 
     def _start_servers(self):
@@ -431,6 +437,7 @@ http {{
             "--echo", addr(ECHO_IP, ECHO_PORT), "--echo", addr(ECHO_IP, ECHO_PORT_DENIED),
             "--echo", addr(ECHO_IP6, ECHO_PORT),
             "--banner", addr(BANNER_IP, BANNER_PORT), "--banner-text", BANNER.decode(),
+            "--rebind-dns", addr(DNS_IP, REBIND_DNS_PORT), "--rebind", "%s=%s,%s" % (REBIND_NAME, WEB_IP, METADATA_IP),
             "--ready-file", self.path("servers.ready")])
 
     def _listening(self, ns, port):
