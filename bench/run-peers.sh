@@ -7,7 +7,10 @@
 # Builds a private network world, runs bench/peers/run.sh inside it and
 # removes it again (trap), then leaves table.md and results.json under
 # bench/results/<date>[-quick]/. Needs root, the tools of bench/peers/setup.sh,
-# iptables and dnsmasq. CONTESTANTS="haproxy nginx egressd" by default.
+# iptables and dnsmasq. CONTESTANTS="haproxy nginx egressd" by default; the
+# others: squid and egressd-explicit (CONNECT proxies), egressd-agent (node
+# agent -> central egressd, two hops), e.g.
+#   CONTESTANTS="squid egressd-explicit egressd-agent egressd" bench/run-peers.sh
 #
 # World (addresses only from 198.18.0.0/15, the benchmarking range):
 #
@@ -23,7 +26,9 @@
 # so clients' connections to the origin land on its redirect listener, while
 # its own upstream sockets (upstream.mark: 1) go out unchanged. egressd's
 # built-in guard (no loopback, no own address) is untouched: the origin is a
-# different host as far as egressd can tell.
+# different host as far as egressd can tell. egressd-agent does the same with
+# its agent's listener (22444) as the target; the central egressd behind it
+# marks its upstream sockets too.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
@@ -93,10 +98,15 @@ ip -n "$bns" addr add "$bip/24" dev veth-b
 ip netns exec "$hns" iptables -t nat -A OUTPUT -d 198.18.99.250/32 -j RETURN
 
 # The origin's DNS: allowed.test and everything below it -> the origin, every
-# other .test name NXDOMAIN. TTL 60 s as a typical real record.
+# other .test name NXDOMAIN. TTL 60 s as a typical real record. The names the
+# deny workload must see refused (denied.test and below, notallowed.test)
+# resolve to the origin too, as in the squid contestant's hosts file: an
+# explicit proxy resolves the CONNECT target before its policy decides, and
+# the refusal measured should be the policy's (403), not a failed lookup.
 ip netns exec "$bns" taskset -c 0 dnsmasq --keep-in-foreground --conf-file=/dev/null \
   --no-resolv --no-hosts --bind-interfaces --listen-address="$bip" \
-  --address=/allowed.test/"$bip" --local=/test/ --local-ttl=60 \
+  --address=/allowed.test/"$bip" --address=/denied.test/"$bip" \
+  --address=/notallowed.test/"$bip" --local=/test/ --local-ttl=60 \
   --pid-file="/tmp/peersbench/dnsmasq-$$.pid" &
 dns_pid=$!
 

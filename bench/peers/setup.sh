@@ -8,6 +8,7 @@ apt-get update -qq
 apt-get install -y -q --no-install-recommends \
   nginx libnginx-mod-stream \
   haproxy \
+  squid \
   iperf3 wrk curl openssl \
   python3 util-linux procps \
   iptables dnsmasq   # egressd copy: bench/run-peers.sh's network world

@@ -169,6 +169,12 @@ class Contestant:
         self.pid = 0
         self.failed = None
         self.rss_start_kb = None
+        # egressd copy: PARTS="name=substring ..." names processes of the
+        # contestant's tree (by a substring of their command line) whose CPU
+        # and memory are also reported on their own (e.g. agent + central)
+        self.parts = [(n, needle) for n, _, needle in
+                      (item.partition("=") for item in self.env.get("PARTS", "").split())]
+        self.rss_start_parts = {}
 
     def vars(self, base):
         v = dict(base)
@@ -317,6 +323,7 @@ class Bench:
         c.start_cmd = start
         if self.launch(c):
             c.rss_start_kb = procstat.rss_kb(procstat.tree(c.pid))
+            c.rss_start_parts = {n: procstat.rss_kb(p) for n, p in self.part_pids(c).items()}
             log(f"[{c.name}] up pid {c.pid} cpu {PROXY_CPU}, listeners "
                 + ", ".join(f"{k}={v[k]}" for k in ("TLS_LISTEN", "TCP_LISTEN", "CONNECT_LISTEN") if v[k])
                 + f", RSS {c.rss_start_kb} kB")
@@ -332,6 +339,16 @@ class Bench:
             return False
         time.sleep(0.3)
         return True
+
+    def part_pids(self, c):
+        """egressd copy: {part: [pids]} for a contestant with PARTS (the
+        processes of its tree whose command line contains the part's
+        substring); {} otherwise."""
+        if not c.parts or not c.pid:
+            return {}
+        pids = procstat.tree(c.pid)
+        cmd = {p: procstat.cmdline(p) for p in pids}
+        return {n: [p for p in pids if needle in cmd[p]] for n, needle in c.parts}
 
     def restart(self, c):
         """Fresh process (memory pools untouched by earlier workloads)."""
@@ -511,6 +528,9 @@ class Bench:
             addr, extra = c.v["CONNECT_LISTEN"], ["--connect", f"{SNI_OK}:{BACKEND_TLS_PORT}"]
         else:
             addr, extra = c.v["TLS_LISTEN"], []
+        # egressd copy: each part's own RSS and fds as well
+        for n, ps in self.part_pids(c).items():
+            extra += ["--part", f"{n}=" + ",".join(map(str, ps))]
         cp = sh(pinned([PY, os.path.join(HERE, "idle_conns.py"), "--addr", addr,
                         "--n", str(self.p["idle_n"]), "--pid", str(c.pid), "--timeout", "60"]
                        + extra), 120)
@@ -565,6 +585,8 @@ class Bench:
     def measure_once(self, c, wl):
         fn = getattr(self, "w_" + wl)
         pids = procstat.tree(c.pid) if c.pid else []
+        parts = self.part_pids(c)   # egressd copy
+        pns0 = {n: procstat.cpu_ns(p) for n, p in parts.items()}
         cpu0 = procstat.cpu_times()
         jif0, steal0 = procstat.task_jiffies()
         our0 = self.our_ns()
@@ -576,6 +598,7 @@ class Bench:
             return None
         m, units = res
         ns1 = procstat.cpu_ns(procstat.tree(c.pid) if c.pid else [])
+        pns1 = {n: procstat.cpu_ns(p) for n, p in parts.items()}
         our1 = self.our_ns()
         jif1, steal1 = procstat.task_jiffies()
         cpu1 = procstat.cpu_times()
@@ -599,6 +622,17 @@ class Bench:
                     m["proxy_ms_per_GB"] = cost / 1e6
                 else:
                     m[f"proxy_us_per_{kind}"] = cost / 1e3
+            # egressd copy: the same per part (the same pids before and after;
+            # only the idle workload restarts the contestant)
+            for n in parts:
+                d = pns1[n] - pns0[n]
+                m[f"part_{n}_cpu_pct"] = 100.0 * d / 1e9 / wall
+                if units and units[1]:
+                    kind, cnt = units
+                    if kind == "GB":
+                        m[f"part_{n}_ms_per_GB"] = d / cnt / 1e6
+                    else:
+                        m[f"part_{n}_us_per_{kind}"] = d / cnt / 1e3
         if c.proc and not c.proc.alive():
             c.failed = "process died"
             m["error"] = "process died: " + c.proc.tail(5)
@@ -811,6 +845,29 @@ def tables(bench, agg):
                    f"{f(g(c.name, 'idle', 'n_ok'), 0)} | {f(g(c.name, 'idle', 'kb_per_conn'), 2)} | "
                    f"{f(g(c.name, 'idle', 'fds_per_conn'), 2)} | {f(after / 1024 if after else None, 1)} |")
     out.append("")
+    # egressd copy: contestants made of several processes (PARTS), each part
+    # on its own; the rest of the tree (e.g. a wrapper shell) is in neither
+    multi = [c for c in cs if getattr(c, "parts", None)]
+    if multi:
+        out.append("Parts of multi-process contestants: each process on its own (same units as the CPU and "
+                   "memory tables above; the contestant's rows there are the whole process tree)\n")
+        out.append("| contestant | part | iperf ms/GB | bulk ms/GB | new conn (wrk) us/conn | new conn (curl) us/conn | "
+                   "keep-alive us/req | RSS at start MiB | RSS growth KiB/conn (idle) | fds/conn | RSS after close MiB |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for c in multi:
+            for n, _ in c.parts:
+                rs = (getattr(c, "rss_start_parts", None) or {}).get(n)
+                after = g(c.name, "idle", f"part_{n}_rss_after_close_kb")
+                out.append(f"| {c.name} | {n} | {cost(c.name, 'iperf', f'part_{n}_ms_per_GB', 0)} | "
+                           f"{cost(c.name, 'bulk', f'part_{n}_ms_per_GB', 0)} | "
+                           f"{cost(c.name, 'newconn', f'part_{n}_us_per_conn', 0)} | "
+                           f"{cost(c.name, 'newconn_curl', f'part_{n}_us_per_conn', 0)} | "
+                           f"{cost(c.name, 'keepalive', f'part_{n}_us_per_req', 1)} | "
+                           f"{f(rs / 1024 if rs else None, 1)} | "
+                           f"{f(g(c.name, 'idle', f'part_{n}_kb_per_conn'), 2)} | "
+                           f"{f(g(c.name, 'idle', f'part_{n}_fds_per_conn'), 2)} | "
+                           f"{f(after / 1024 if after else None, 1)} |")
+        out.append("")
     noise = []
     for c in names:
         vals = [r["noise_pct"] for r in bench.rows if r["contestant"] == c and "noise_pct" in r]
@@ -830,6 +887,7 @@ def write_results(bench, agg, table):
         "stamp": bench.stamp, "params": bench.p, "contestants": {
             c.name: {"label": c.label, "mode": c.mode, "failed": c.failed,
                      "rss_start_kb": c.rss_start_kb,
+                     "parts": c.parts, "rss_start_parts_kb": c.rss_start_parts,
                      "listen": {k: c.v.get(k) for k in ("TLS_LISTEN", "TCP_LISTEN", "CONNECT_LISTEN")}
                      if hasattr(c, "v") else {}} for c in bench.cs},
         "cpu_pinning": {"load_generator_and_backends": LG_CPU, "proxy": PROXY_CPU},
@@ -881,6 +939,8 @@ def report(path):
     for name, info in meta["contestants"].items():
         c = C()
         c.name, c.mode, c.rss_start_kb = name, info["mode"], info.get("rss_start_kb")
+        c.parts = [tuple(x) for x in info.get("parts", [])]
+        c.rss_start_parts = info.get("rss_start_parts_kb", {})
         cs.append(c)
     b = C()
     b.cs, b.p, b.rows = cs, meta["params"], j["rows"]
