@@ -315,6 +315,23 @@ TEST(Watcher, HostNameMustMatchTheCertificate) {
   EXPECT_TRUE(eventually([&] { return good.synced(); }));
 }
 
+TEST(Watcher, OversizedEventIsAnErrorNotABuffer) {
+  FakeApiServer server;
+  auto cfg = load_kubeconfig(server.kubeconfig());
+  ASSERT_TRUE(cfg.ok()) << cfg.error;
+  WatcherOptions o;
+  o.client = *cfg.config;
+  o.max_event_bytes = 4096;
+  o.backoff_initial = 20ms;
+  o.backoff_max = 100ms;
+  Watcher w(std::move(o));
+  ASSERT_TRUE(eventually([&] { return w.synced(); }));
+  ASSERT_TRUE(eventually([&] { return server.open_watches("pods") == 1; }));
+  server.put_pod("a", "big", {"10.0.0.1"}, {{"blob", std::string(8192, 'x')}});
+  EXPECT_TRUE(eventually([&] { return w.restarts(Resource::pods, RestartReason::error) >= 1; }));
+  EXPECT_EQ(w.restarts(Resource::namespaces, RestartReason::error), 0U);
+}
+
 TEST(Watcher, StopIsPrompt) {
   FakeApiServer server;
   Harness h(server.kubeconfig());
