@@ -38,8 +38,10 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds lim
 // snapshots it publishes.
 class Harness {
  public:
+  // A generous request timeout: the machine may be busy building.
   explicit Harness(const std::string& kubeconfig, std::size_t page_size = 500,
-                   std::chrono::milliseconds stall = 0ms) {
+                   std::chrono::milliseconds stall = 0ms,
+                   std::chrono::milliseconds request_timeout = 5s) {
     auto cfg = load_kubeconfig(kubeconfig);
     if (!cfg.ok()) throw std::runtime_error(cfg.error);
     WatcherOptions o;
@@ -50,7 +52,7 @@ class Harness {
       ++published_;
     };
     o.watch_timeout = 30s;
-    o.request_timeout = 1s;
+    o.request_timeout = request_timeout;
     o.stall_timeout = stall;
     o.backoff_initial = 20ms;
     o.backoff_max = 200ms;
@@ -196,7 +198,7 @@ TEST(Watcher, BookmarksAdvanceTheVersionSoCompactionDoesNotForceARelist) {
   server.put_namespace("x");
   server.put_namespace("y");
   server.control({{"op", "bookmark"}});
-  std::this_thread::sleep_for(300ms);  // the bookmark reaches the watcher
+  std::this_thread::sleep_for(500ms);  // the bookmark reaches the watcher
   server.control({{"op", "compact"}});
   server.control({{"op", "drop"}});
   EXPECT_TRUE(eventually([&] { return h.restarts(Resource::pods, RestartReason::closed) >= 1; }));
@@ -273,7 +275,7 @@ TEST(Watcher, SlowListTimesOutThenSucceeds) {
   FakeApiServer server;
   server.put_pod("a", "one", {"10.0.0.1"});
   server.control({{"op", "delay"}, {"seconds", 1.5}});  // beyond request_timeout (1 s)
-  Harness h(server.kubeconfig());
+  Harness h(server.kubeconfig(), 500, 0ms, /*request_timeout=*/1s);
   EXPECT_TRUE(eventually([&] { return h.restarts(Resource::pods, RestartReason::timeout) >= 1; }));
   EXPECT_FALSE(h.watcher().synced());
   server.control({{"op", "delay"}, {"seconds", 0}});
