@@ -8,6 +8,14 @@
 // match it), half miss. Answers always contain the flow's destination, so
 // `verify` passes and the path measured is the full one (matchers, integrity,
 // guard, reason text).
+//
+// The *Identity variants add pod identity (contract "Pod identity"): 30% of
+// rules select pods instead of (or besides) CIDRs — `namespace: ns-N` (of
+// 1,000), a podSelector `app: a-N` (of 300) in every namespace, or both with
+// an In expression — and every query comes from a pod with a namespace, 3
+// pod labels and 2 namespace labels (a hit: a pod the rule selects). The
+// gateway matches a pod's selectors once per flow (BM_MatchIdentity) and
+// hands the set to each decision (BM_Decide*Identity).
 
 #include <unistd.h>
 
@@ -23,6 +31,7 @@
 #include <benchmark/benchmark.h>
 
 #include "egressd/config/spec.hpp"
+#include "egressd/core/identity.hpp"
 #include "egressd/policy/policy.hpp"
 
 namespace {
@@ -58,6 +67,8 @@ struct Query {
   IpAddress src;
   IpAddress dst;
   std::uint16_t port = 443;
+  std::shared_ptr<const PodIdentity> identity;  // null = a pod-less source
+  SelectorSet selectors;  // the policy's match_identity(identity), once per flow
 };
 
 struct Fixture {
@@ -117,8 +128,27 @@ IpAddress inside(const Cidr& c, Synth& s) {
   return c.base.is_v4() ? IpAddress::from_v4({b[0], b[1], b[2], b[3]}) : IpAddress::from_v6(b);
 }
 
-Fixture build(std::size_t rule_count) {
-  Synth s(0x5EED0000ULL + rule_count);
+// A pod of namespace `ns` with app label `app`, as the k8s index would hold it.
+std::shared_ptr<const PodIdentity> make_pod(const std::string& ns, const std::string& app,
+                                            Synth& s) {
+  auto p = std::make_shared<PodIdentity>();
+  p->namespace_name = ns;
+  p->pod = app + "-" + s.label();
+  p->labels = {{"app", app}, {"pod-template-hash", s.label()}, {"version", "v1"}};
+  normalize_labels(p->labels);
+  p->namespace_labels = {{std::string(kNamespaceNameLabel), ns}, {"team", "t" + ns.substr(3, 1)}};
+  normalize_labels(p->namespace_labels);
+  return p;
+}
+
+config::LabelSelector label_is(std::string key, std::string value) {
+  config::LabelSelector sel;
+  sel.requirements.push_back({std::move(key), config::LabelRequirement::Operator::in, {value}});
+  return sel;
+}
+
+Fixture build(std::size_t rule_count, bool identities) {
+  Synth s(0x5EED0000ULL + rule_count + (identities ? 7 : 0));
   config::PolicySpec spec;
   spec.rules.reserve(rule_count);
   // Shared parent domains, so wildcards and exact names overlap realistically.
@@ -138,6 +168,15 @@ Fixture build(std::size_t rule_count) {
         r.from.push_back(
             Cidr::make(IpAddress::from_v4_uint(0x0A000000U | ((v << 8) & 0x00FF0000U)), 16));
       }
+    }
+    if (identities && s.below(100) < 30) {
+      config::IdentitySelector sel;
+      const auto shape = s.below(3);
+      const std::string ns = "ns-" + std::to_string(s.below(1000));
+      const std::string app = "a-" + std::to_string(s.below(300));
+      if (shape != 1) sel.namespace_selector = label_is(std::string(kNamespaceNameLabel), ns);
+      if (shape != 0) sel.pod_selector = label_is("app", app);
+      r.from_identities.push_back(std::move(sel));
     }
     config::ToSpec t;
     const std::string& domain = domains[s.below(domains.size())];
@@ -178,6 +217,21 @@ Fixture build(std::size_t rule_count) {
             ? IpAddress::from_v4_uint(0x0A000000U | static_cast<std::uint32_t>(s.below(1U << 24)))
             : inside(r.from.front(), s);
     hit.port = 443;
+    if (identities) {
+      // A pod this rule selects (or any pod, for a rule without selectors).
+      std::string ns = "ns-" + std::to_string(s.below(1000));
+      std::string app = "a-" + std::to_string(s.below(300));
+      if (!r.from_identities.empty()) {
+        const auto& sel = r.from_identities.front();
+        if (sel.namespace_selector)
+          ns = sel.namespace_selector->requirements.front().values.front();
+        if (sel.pod_selector) app = sel.pod_selector->requirements.front().values.front();
+        if (r.from.empty())
+          hit.src =
+              IpAddress::from_v4_uint(0x0B000000U | static_cast<std::uint32_t>(s.below(1U << 24)));
+      }
+      hit.identity = make_pod(ns, app, s);
+    }
     if (t.host) {
       const std::string& h = *t.host;
       if (h.starts_with("**.")) {
@@ -200,15 +254,25 @@ Fixture build(std::size_t rule_count) {
       miss.name = s.label() + ".miss-" + s.label() + ".org";
     }
     miss.dst = s.below(3) == 0 ? s.public_v6(true) : s.public_v4(true);
+    if (identities) {
+      miss.identity =
+          make_pod("ns-" + std::to_string(s.below(1000)), "a-" + std::to_string(s.below(300)), s);
+    }
     fx.misses.push_back(std::move(miss));
+  }
+  for (auto* list : {&fx.hits, &fx.misses}) {
+    for (Query& q : *list) {
+      if (q.identity) q.selectors = fx.policy->match_identity(q.identity.get());
+    }
   }
   return fx;
 }
 
-Fixture& fixture(std::size_t rules) {
-  static std::map<std::size_t, Fixture> cache;
-  auto it = cache.find(rules);
-  if (it == cache.end()) it = cache.emplace(rules, build(rules)).first;
+Fixture& fixture(std::size_t rules, bool identities = false) {
+  static std::map<std::pair<std::size_t, bool>, Fixture> cache;
+  const auto key = std::make_pair(rules, identities);
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, build(rules, identities)).first;
   return it->second;
 }
 
@@ -235,6 +299,8 @@ void run_decisions(benchmark::State& state, const std::vector<Query>& queries,
     f.port = q.port;
     f.proto = q.name.empty() ? Proto::tcp : Proto::tls;
     f.name = q.name.empty() ? std::nullopt : std::optional<std::string_view>(q.name);
+    f.identity = q.identity.get();
+    f.selectors = q.identity ? &q.selectors : nullptr;
     answers.dst = q.dst;
     Outcome o = policy.decide(f, answers);
     allowed += o.verdict.decision == Decision::allow ? 1U : 0U;
@@ -276,6 +342,38 @@ void BM_DecideHitWarm(benchmark::State& state) {
   report(state, fx);
 }
 
+// Per flow, once: the selectors a source pod satisfies.
+void BM_MatchIdentity(benchmark::State& state) {
+  Fixture& fx = fixture(static_cast<std::size_t>(state.range(0)), true);
+  std::size_t i = 0;
+  std::size_t matched = 0;
+  for (auto _ : state) {
+    const Query& q = fx.hits[i];
+    i = (i + 1) % fx.hits.size();
+    const SelectorSet set = fx.policy->match_identity(q.identity.get());
+    matched += set.size();
+    benchmark::DoNotOptimize(set);
+  }
+  state.counters["selectors_per_pod"] =
+      static_cast<double>(matched) /
+      static_cast<double>(std::max<std::int64_t>(state.iterations(), 1));
+}
+
+void BM_DecideHitIdentity(benchmark::State& state) {
+  Fixture& fx = fixture(static_cast<std::size_t>(state.range(0)), true);
+  run_decisions(state, fx.hits, *fx.policy);
+  report(state, fx);
+}
+
+void BM_DecideMissIdentity(benchmark::State& state) {
+  Fixture& fx = fixture(static_cast<std::size_t>(state.range(0)), true);
+  run_decisions(state, fx.misses, *fx.policy);
+  report(state, fx);
+}
+
+BENCHMARK(BM_MatchIdentity)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
+BENCHMARK(BM_DecideHitIdentity)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
+BENCHMARK(BM_DecideMissIdentity)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
 BENCHMARK(BM_DecideHitWarm)->Arg(10)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
 BENCHMARK(BM_DecideHit)->Arg(10)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);
 BENCHMARK(BM_DecideMiss)->Arg(10)->Arg(10'000)->Arg(100'000)->Arg(1'000'000);

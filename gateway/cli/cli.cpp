@@ -71,7 +71,37 @@ struct ExplainArgs {
   std::string proto;
   std::string listener;
   std::string now;
+  std::string namespace_name;
+  std::string labels;
+  std::string namespace_labels;
 };
+
+// "k=v,k2=v2" (Kubernetes label syntax, checked) -> sorted labels.
+Labels parse_label_list(const std::string& text, const char* option) {
+  Labels out;
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view item = rest.substr(0, comma);
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos)
+      throw UsageError{std::string(option) + " takes k=v pairs separated by commas, not " +
+                       log::json_string(std::string(item))};
+    const std::string key(item.substr(0, eq));
+    const std::string value(item.substr(eq + 1));
+    if (auto why = config::label_key_problem(key))
+      throw UsageError{std::string(option) + ": invalid label key " + log::json_string(key) + ": " +
+                       *why};
+    if (auto why = config::label_value_problem(value))
+      throw UsageError{std::string(option) + ": invalid label value " + log::json_string(value) +
+                       ": " + *why};
+    out.emplace_back(key, value);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  normalize_labels(out);
+  return out;
+}
 
 const config::ListenerSpec* find_listener(const config::ConfigSpec& cfg, const std::string& name) {
   if (!name.empty()) {
@@ -116,6 +146,20 @@ int cmd_explain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
   if (!a.host.empty()) facts.name = a.host;
   facts.proto = proto.value_or(a.host.empty() ? Proto::tcp : Proto::tls);
   facts.tls_without_sni = facts.proto == Proto::tls && a.host.empty();
+  // The source pod (identity selectors); without --namespace a pod-less IP.
+  PodIdentity pod;
+  if (!a.namespace_name.empty()) {
+    if (auto why = config::namespace_name_problem(a.namespace_name))
+      throw UsageError{"--namespace: " + *why};
+    pod.namespace_name = a.namespace_name;
+    pod.labels = parse_label_list(a.labels, "--labels");
+    pod.namespace_labels = parse_label_list(a.namespace_labels, "--namespace-labels");
+    pod.namespace_labels.emplace_back(std::string(kNamespaceNameLabel), a.namespace_name);
+    normalize_labels(pod.namespace_labels);
+    facts.identity = &pod;
+  } else if (!a.labels.empty() || !a.namespace_labels.empty()) {
+    throw UsageError{"--labels and --namespace-labels need --namespace"};
+  }
 
   const policy::AssumeIntegrity answers;
   const policy::Outcome o = v.policy->decide(facts, answers);
@@ -304,6 +348,9 @@ int dispatch(int argc, const char* const* argv, std::ostream& out, std::ostream&
   explain->add_option("--proto", ex.proto, "tls|http|h2c|tcp|connect");
   explain->add_option("--listener", ex.listener, "Listener name (default: first redirect)");
   explain->add_option("--now", ex.now, "Day to compare `until` with (YYYY-MM-DD, UTC)");
+  explain->add_option("--namespace", ex.namespace_name, "The source pod's namespace");
+  explain->add_option("--labels", ex.labels, "The source pod's labels, k=v,...");
+  explain->add_option("--namespace-labels", ex.namespace_labels, "Its namespace's labels, k=v,...");
 
   std::string cases_path;
   std::string test_now;

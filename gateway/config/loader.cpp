@@ -132,6 +132,11 @@ class Checker {
     return SourcePos{std::string(file_), node.line, node.col};
   }
   [[nodiscard]] std::chrono::sys_days today() const { return today_; }
+  [[nodiscard]] std::size_t error_count() const {
+    return static_cast<std::size_t>(std::count_if(
+        out_.begin(), out_.end(),
+        [](const Diagnostic& d) { return d.severity == Diagnostic::Severity::error; }));
+  }
 
   void error(const YamlNode& node, std::string message) {
     out_.push_back(Diagnostic{Diagnostic::Severity::error, pos(node), std::move(message)});
@@ -450,7 +455,7 @@ class ConfigParser {
   void parse(const YamlNode& root, ConfigSpec& spec) {
     Fields f(c_, root, "",
              {"listeners", "admin", "access_log", "workers", "upstream", "timeouts", "limits",
-              "dns", "tls", "policy"});
+              "dns", "tls", "kubernetes", "policy"});
     if (const YamlNode* n = f.require("listeners", "at least one listener")) listeners(*n, spec);
     if (const YamlNode* n = f.get("admin")) admin(*n, spec);
     if (const YamlNode* n = f.get("access_log")) access_log(*n, spec.access_log);
@@ -463,6 +468,8 @@ class ConfigParser {
     if (const YamlNode* n = f.get("limits")) limits(*n, spec.limits);
     if (const YamlNode* n = f.get("dns")) dns(*n, spec.dns);
     if (const YamlNode* n = f.get("tls")) tls(*n, spec.tls);
+    // Before the policy, whatever the key order: identity selectors need it.
+    if (const YamlNode* n = f.get("kubernetes")) kubernetes(*n, spec);
     if (const YamlNode* n = f.get("policy")) policy(*n, spec.policy);
   }
 
@@ -471,7 +478,9 @@ class ConfigParser {
   void test_case(const YamlNode& node, const std::string& where, TestCase& t, bool check_names) {
     t.pos = c_.pos(node);
     if (!c_.expect(node, Kind::mapping, where, "a mapping (a test case)")) return;
-    Fields f(c_, node, where, {"src", "dst", "host", "proto", "listener", "expect", "rule"});
+    Fields f(c_, node, where,
+             {"src", "dst", "host", "proto", "listener", "expect", "rule", "namespace", "labels",
+              "namespace_labels"});
     if (const YamlNode* n = f.require("src")) {
       if (const std::string* text = c_.scalar(*n, f.path("src"), "an IP address")) {
         if (auto ip = IpAddress::parse(*text)) {
@@ -519,10 +528,73 @@ class ConfigParser {
                            " (expected a rule name, default or builtin:...)");
       }
     }
+    // The source pod (identity selectors): its namespace, its labels and
+    // its namespace's labels. Without `namespace` the source is a pod-less IP.
+    if (const YamlNode* n = f.get("namespace")) {
+      if (const std::string* text = c_.scalar(*n, f.path("namespace"), "a namespace name")) {
+        if (auto why = namespace_name_problem(*text)) {
+          c_.error(*n, f.path("namespace") + ": invalid namespace " + quote(*text) + ": " + *why);
+        } else {
+          t.namespace_name = *text;
+        }
+      }
+    }
+    if (const YamlNode* n = f.get("labels")) t.labels = label_map(*n, f.path("labels"));
+    if (const YamlNode* n = f.get("namespace_labels"))
+      t.namespace_labels = label_map(*n, f.path("namespace_labels"));
+    if (!t.namespace_name) {
+      for (const char* key : {"labels", "namespace_labels"}) {
+        if (const YamlNode* k = f.key(key))
+          c_.error(*k, f.path(key) + ": a source pod's labels need its `namespace`");
+      }
+    } else {
+      // A namespace always carries its own name as a label.
+      t.namespace_labels.emplace_back(std::string(kNamespaceNameLabel), *t.namespace_name);
+      normalize_labels(t.namespace_labels);
+    }
+  }
+
+  // A mapping of Kubernetes labels (key: value), every key and value checked.
+  Labels label_map(const YamlNode& node, const std::string& where) {
+    Labels out;
+    if (!c_.expect(node, Kind::mapping, where, "a mapping of labels (key: value)")) return out;
+    for (std::size_t i = 0; i + 1 < node.children.size(); i += 2) {
+      const YamlNode& key = node.children[i];
+      const YamlNode& value = node.children[i + 1];
+      const std::string* k = c_.scalar(key, where, "a label key");
+      if (k == nullptr) continue;
+      const std::string item = where + "." + *k;
+      if (auto why = label_key_problem(*k)) {
+        c_.error(key, where + ": invalid label key " + quote(*k) + ": " + *why);
+        continue;
+      }
+      bool duplicate = false;
+      for (const auto& kv : out) duplicate = duplicate || kv.first == *k;
+      if (duplicate) {
+        c_.error(key, where + ": duplicate label key " + quote(*k));
+        continue;
+      }
+      std::string text;
+      if (value.kind == Kind::null) {
+        text = "";  // `key:` with nothing: the empty value
+      } else if (const std::string* v = c_.scalar(value, item, "a label value")) {
+        text = *v;
+      } else {
+        continue;
+      }
+      if (auto why = label_value_problem(text)) {
+        c_.error(value, item + ": invalid label value " + quote(text) + ": " + *why);
+        continue;
+      }
+      out.emplace_back(*k, std::move(text));
+    }
+    normalize_labels(out);
+    return out;
   }
 
  private:
   static constexpr std::uint64_t kMaxWorkers = 1024;
+  bool has_kubernetes_ = false;
 
   void listeners(const YamlNode& node, ConfigSpec& spec) {
     const auto* items = c_.list(node, "listeners");
@@ -597,6 +669,12 @@ class ConfigParser {
       if (l.mode != ListenerMode::redirect) {
         const YamlNode* key = f.key("forward");
         c_.error(*key, f.path("forward") + ": only a redirect listener can forward");
+      }
+      if (f.get("proxy_protocol") != nullptr) {
+        const YamlNode* key = f.key("forward");
+        c_.error(*key, f.path("forward") +
+                           ": a node agent (forward) cannot also read PROXY headers "
+                           "(proxy_protocol); use two listeners");
       }
     }
   }
@@ -721,6 +799,198 @@ class ConfigParser {
     }
   }
 
+  void kubernetes(const YamlNode& node, ConfigSpec& spec) {
+    KubernetesSpec k;
+    k.pos = c_.pos(node);
+    spec.kubernetes = k;  // present even when empty (`kubernetes: {}`)
+    if (node.kind == Kind::null) return;
+    if (!c_.expect(node, Kind::mapping, "kubernetes", "a mapping")) return;
+    Fields f(c_, node, "kubernetes", {"kubeconfig", "sync_timeout"});
+    if (const YamlNode* n = f.get("kubeconfig")) {
+      if (const std::string* text = c_.scalar(*n, "kubernetes.kubeconfig", "a path"))
+        spec.kubernetes->kubeconfig = *text;
+    }
+    if (const YamlNode* n = f.get("sync_timeout")) {
+      if (auto d = c_.duration(*n, "kubernetes.sync_timeout", false))
+        spec.kubernetes->sync_timeout = *d;
+    }
+    has_kubernetes_ = true;
+  }
+
+  // `from`: CIDR blocks (scalars) and identity selectors (mappings), OR-ed.
+  void from_list(const YamlNode& node, const std::string& where, RuleSpec& r) {
+    const auto* items = c_.list(node, where);
+    if (items == nullptr) return;
+    if (items->empty()) {
+      c_.error(node, where +
+                         ": an empty list matches nothing; list CIDR blocks or identity "
+                         "selectors, or leave `from` out for any source");
+      return;
+    }
+    for (std::size_t i = 0; i < items->size(); ++i) {
+      const YamlNode& item = (*items)[i];
+      const std::string item_where = index(where, i);
+      if (item.kind == Kind::mapping) {
+        IdentitySelector sel;
+        if (identity(item, item_where, sel)) r.from_identities.push_back(std::move(sel));
+      } else if (auto block = c_.cidr(item, item_where)) {
+        r.from.push_back(*block);
+      }
+    }
+  }
+
+  // One identity selector (a NetworkPolicy peer): namespace, or
+  // namespaceSelector and/or podSelector.
+  bool identity(const YamlNode& node, const std::string& where, IdentitySelector& sel) {
+    sel.pos = c_.pos(node);
+    Fields f(c_, node, where, {"namespace", "namespaceSelector", "podSelector"});
+    const YamlNode* ns = f.get("namespace");
+    const YamlNode* ns_sel = f.get("namespaceSelector");
+    const YamlNode* pod_sel = f.get("podSelector");
+    if (!has_kubernetes_) {
+      c_.error(node, where +
+                         ": identity selectors need a `kubernetes:` section (pod identity "
+                         "comes from the Kubernetes API)");
+    }
+    if (ns == nullptr && ns_sel == nullptr && pod_sel == nullptr) {
+      c_.error(node, where +
+                         ": an identity selector needs namespace, namespaceSelector or "
+                         "podSelector");
+      return false;
+    }
+    if (ns != nullptr && ns_sel != nullptr) {
+      c_.error(*f.key("namespaceSelector"),
+               where + ": give either namespace or namespaceSelector, not both");
+      return false;
+    }
+    if (ns != nullptr) {
+      const std::string* text = c_.scalar(*ns, f.path("namespace"), "a namespace name");
+      if (text == nullptr) return false;
+      if (auto why = namespace_name_problem(*text)) {
+        c_.error(*ns, f.path("namespace") + ": invalid namespace " + quote(*text) + ": " + *why);
+        return false;
+      }
+      LabelSelector s;
+      s.requirements.push_back(
+          {std::string(kNamespaceNameLabel), LabelRequirement::Operator::in, {*text}});
+      sel.namespace_selector = std::move(s);
+    }
+    if (ns_sel != nullptr) {
+      sel.namespace_selector = label_selector(*ns_sel, f.path("namespaceSelector"));
+      if (!sel.namespace_selector) return false;
+    }
+    if (pod_sel != nullptr) {
+      sel.pod_selector = label_selector(*pod_sel, f.path("podSelector"));
+      if (!sel.pod_selector) return false;
+    }
+    return true;
+  }
+
+  // A LabelSelector: matchLabels and matchExpressions (In, NotIn, Exists,
+  // DoesNotExist), every key and value checked; `{}` selects everything.
+  std::optional<LabelSelector> label_selector(const YamlNode& node, const std::string& where) {
+    if (node.kind == Kind::null) return LabelSelector{};
+    if (!c_.expect(node, Kind::mapping, where, "a label selector (matchLabels, matchExpressions)"))
+      return std::nullopt;
+    Fields f(c_, node, where, {"matchLabels", "matchExpressions"});
+    LabelSelector out;
+    bool ok = true;
+    if (const YamlNode* n = f.get("matchLabels")) {
+      const std::size_t before = c_.error_count();
+      for (auto& [k, v] : label_map(*n, f.path("matchLabels"))) {
+        out.requirements.push_back({k, LabelRequirement::Operator::in, {v}});
+      }
+      ok = ok && c_.error_count() == before;
+    }
+    if (const YamlNode* n = f.get("matchExpressions")) {
+      const std::string ex_where = f.path("matchExpressions");
+      if (const auto* items = c_.list(*n, ex_where)) {
+        for (std::size_t i = 0; i < items->size(); ++i) {
+          if (auto req = label_requirement((*items)[i], index(ex_where, i))) {
+            out.requirements.push_back(std::move(*req));
+          } else {
+            ok = false;
+          }
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok) return std::nullopt;
+    std::stable_sort(out.requirements.begin(), out.requirements.end(),
+                     [](const auto& a, const auto& b) { return a.key < b.key; });
+    return out;
+  }
+
+  std::optional<LabelRequirement> label_requirement(const YamlNode& node,
+                                                    const std::string& where) {
+    if (!c_.expect(node, Kind::mapping, where, "a mapping (key, operator, values)"))
+      return std::nullopt;
+    Fields f(c_, node, where, {"key", "operator", "values"});
+    LabelRequirement req;
+    bool ok = true;
+    if (const YamlNode* n = f.require("key")) {
+      if (const std::string* text = c_.scalar(*n, f.path("key"), "a label key")) {
+        if (auto why = label_key_problem(*text)) {
+          c_.error(*n, f.path("key") + ": invalid label key " + quote(*text) + ": " + *why);
+          ok = false;
+        }
+        req.key = *text;
+      } else {
+        ok = false;
+      }
+    } else {
+      ok = false;
+    }
+    if (const YamlNode* n = f.require("operator", "In, NotIn, Exists or DoesNotExist")) {
+      using Op = LabelRequirement::Operator;
+      if (auto op = c_.choice<Op>(*n, f.path("operator"),
+                                  {{"In", Op::in},
+                                   {"NotIn", Op::not_in},
+                                   {"Exists", Op::exists},
+                                   {"DoesNotExist", Op::does_not_exist}})) {
+        req.op = *op;
+      } else {
+        ok = false;
+      }
+    } else {
+      ok = false;
+    }
+    const YamlNode* values = f.get("values");
+    if (values != nullptr) {
+      if (const auto* items = c_.list(*values, f.path("values"))) {
+        for (std::size_t i = 0; i < items->size(); ++i) {
+          const std::string vw = index(f.path("values"), i);
+          if (const std::string* text = c_.scalar((*items)[i], vw, "a label value")) {
+            if (auto why = label_value_problem(*text)) {
+              c_.error((*items)[i], vw + ": invalid label value " + quote(*text) + ": " + *why);
+              ok = false;
+            }
+            req.values.push_back(*text);
+          } else {
+            ok = false;
+          }
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok) return std::nullopt;
+    const bool set_op =
+        req.op == LabelRequirement::Operator::in || req.op == LabelRequirement::Operator::not_in;
+    if (set_op && req.values.empty()) {
+      c_.error(node, where + ": In and NotIn need a non-empty `values` list");
+      return std::nullopt;
+    }
+    if (!set_op && values != nullptr) {
+      c_.error(*f.key("values"), where + ": Exists and DoesNotExist take no `values`");
+      return std::nullopt;
+    }
+    std::sort(req.values.begin(), req.values.end());
+    req.values.erase(std::unique(req.values.begin(), req.values.end()), req.values.end());
+    return req;
+  }
+
   void tls(const YamlNode& node, TlsSpec& spec) {
     if (!c_.expect(node, Kind::mapping, "tls", "a mapping")) return;
     Fields f(c_, node, "tls", {"require_sni", "ech"});
@@ -794,7 +1064,7 @@ class ConfigParser {
                                      {{"allow", Action::allow}, {"deny", Action::deny}}))
         r.action = *a;
     }
-    if (const YamlNode* n = f.get("from")) r.from = cidr_list(*n, f.path("from"));
+    if (const YamlNode* n = f.get("from")) from_list(*n, f.path("from"), r);
     if (const YamlNode* n = f.require("to", "a list of host or cidr entries")) {
       const std::string to_where = f.path("to");
       if (const auto* items = c_.list(*n, to_where)) {

@@ -141,4 +141,70 @@ HostPatternResult canonicalize_host_pattern(std::string_view raw) {
   return result;
 }
 
+namespace {
+
+bool alnum(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+bool lower_alnum(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+// ([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9], at most 63 bytes.
+std::optional<std::string> qualified_name_problem(std::string_view name, std::string_view what) {
+  if (name.empty()) return std::string(what) + " is empty";
+  if (name.size() > 63) return std::string(what) + " is longer than 63 bytes";
+  if (!alnum(name.front()) || !alnum(name.back()))
+    return std::string(what) + " must start and end with a letter or digit";
+  for (const char c : name) {
+    if (!alnum(c) && c != '-' && c != '_' && c != '.')
+      return std::string(what) + " may hold only letters, digits, '-', '_' and '.'";
+  }
+  return std::nullopt;
+}
+
+// A DNS-1123 label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63 bytes.
+bool dns1123_label(std::string_view label) noexcept {
+  if (label.empty() || label.size() > 63) return false;
+  if (!lower_alnum(label.front()) || !lower_alnum(label.back())) return false;
+  return std::all_of(label.begin(), label.end(), [](char c) { return lower_alnum(c) || c == '-'; });
+}
+
+}  // namespace
+
+std::optional<std::string> label_key_problem(std::string_view key) {
+  const std::size_t slash = key.find('/');
+  if (slash != std::string_view::npos) {
+    const std::string_view prefix = key.substr(0, slash);
+    if (prefix.empty() || prefix.size() > 253)
+      return std::string("the key's prefix must be 1-253 bytes");
+    std::string_view rest = prefix;
+    while (!rest.empty()) {
+      const std::size_t dot = rest.find('.');
+      if (!dns1123_label(rest.substr(0, dot)))
+        return std::string(
+            "the key's prefix must be a DNS subdomain (lowercase letters, digits, '-' and '.')");
+      if (dot == std::string_view::npos) break;
+      rest.remove_prefix(dot + 1);
+      if (rest.empty())
+        return std::string(
+            "the key's prefix must be a DNS subdomain (lowercase letters, digits, '-' and '.')");
+    }
+    return qualified_name_problem(key.substr(slash + 1), "the key's name");
+  }
+  return qualified_name_problem(key, "the key");
+}
+
+std::optional<std::string> label_value_problem(std::string_view value) {
+  if (value.empty()) return std::nullopt;
+  return qualified_name_problem(value, "the value");
+}
+
+std::optional<std::string> namespace_name_problem(std::string_view name) {
+  if (dns1123_label(name)) return std::nullopt;
+  return std::string(
+      "a namespace name is 1-63 lowercase letters, digits and '-', starting and ending with a "
+      "letter or digit");
+}
+
 }  // namespace egressd::config

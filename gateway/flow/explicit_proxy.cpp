@@ -209,8 +209,8 @@ struct Judged {
 // connects. When none passes, the first answer's verdict is the one kept.
 awaitable<Judged> judge_target(Worker& worker, const Snapshot& snapshot,
                                const ListenerInfo& listener, const IpAddress& src,
-                               const sniff::Authority& target, Proto proto,
-                               std::chrono::system_clock::time_point now) {
+                               const PodIdentity* source_pod, const sniff::Authority& target,
+                               Proto proto, std::chrono::system_clock::time_point now) {
   Judged j;
   const std::uint16_t port = target.port.value_or(80);
   policy::FlowFacts facts;
@@ -221,6 +221,9 @@ awaitable<Judged> judge_target(Worker& worker, const Snapshot& snapshot,
   facts.proto = proto;
   facts.name = target.name;
   facts.today = std::chrono::floor<std::chrono::days>(now);
+  facts.identity = source_pod;
+  const policy::SelectorSet selectors = snapshot.policy->match_identity(source_pod);
+  facts.selectors = &selectors;
   const policy::AssumeIntegrity no_lookup;  // explicit mode performs no integrity check
 
   auto canonical = canonicalize_name(target.name);
@@ -236,6 +239,12 @@ awaitable<Judged> judge_target(Worker& worker, const Snapshot& snapshot,
     j.name_is_ip = true;
     answers.push_back(*canonical.name->ip);
   } else {
+    // A name the policy denies whatever its address is never looked up:
+    // the gateway's resolver must not carry data out for a denied client.
+    if (auto v = snapshot.policy->decide_by_name(facts)) {
+      j.verdict = std::move(*v);
+      co_return j;
+    }
     ResolvedName resolved = co_await resolve_name(worker, j.name);
     // Only the current answer: the verify window's history is for checking
     // a client's choice, not for choosing (a rebinding name's earlier
@@ -398,6 +407,7 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
     co_return;
   }
   if (!take_limits(worker, flow, client)) co_return;
+  rec.source_pod = find_source_pod(worker, rec.src.ip);
 
   beast::flat_buffer in;           // client bytes not yet consumed
   beast::flat_buffer upstream_in;  // upstream bytes not yet consumed
@@ -489,8 +499,8 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
     const sniff::Authority& target = *head.target_authority;
 
     // Resolve and decide.
-    Judged judged = co_await judge_target(worker, *snapshot, *listener, rec.src.ip, target,
-                                          rec.proto, rec.time);
+    Judged judged = co_await judge_target(worker, *snapshot, *listener, rec.src.ip,
+                                          rec.source_pod.get(), target, rec.proto, rec.time);
     rec.add_host(judged.name);
     note_verdict(worker, judged.verdict);
     if (judged.dns_failed) {
@@ -512,7 +522,9 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
     rec.decision = to_log(verdict.decision);
     rec.rule = std::string(verdict.rule);
     rec.reason = verdict.reason;
-    rec.integrity = verdict.integrity;
+    // No integrity check is made in explicit mode (the address is the
+    // gateway's own resolution): the record names none.
+    rec.integrity.reset();
     if (judged.endpoint.port != 0) {
       rec.dst = judged.endpoint;
     } else {

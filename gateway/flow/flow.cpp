@@ -95,9 +95,14 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
 
   // Sniff, unless no name can change the decision (rule 11: server-first
   // protocols must not wait for client bytes).
+  // Who the source is as a pod (kubernetes index; nullptr = a pod-less or
+  // unknown IP, which no identity selector matches), and which identity
+  // selectors of this policy it satisfies: once per flow.
+  rec.source_pod = find_source_pod(worker, rec.src.ip);
   const policy::CompiledPolicy& policy = *snapshot->policy;
+  const policy::SelectorSet selectors = policy.match_identity(rec.source_pod.get());
   Sniffed sniffed;
-  if (policy.name_can_matter(listener->name, rec.src.ip, dst->port)) {
+  if (policy.name_can_matter(listener->name, rec.src.ip, dst->port, rec.source_pod.get())) {
     sniffed = co_await sniff_client(client, sniffed_bytes, snapshot->timeouts.sniff);
   }
   rec.proto = sniffed.proto;
@@ -154,6 +159,8 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   facts.tls_without_sni = sniffed.tls_without_sni;
   facts.ech = sniffed.ech;
   facts.today = std::chrono::floor<std::chrono::days>(rec.time);
+  facts.identity = rec.source_pod.get();
+  facts.selectors = &selectors;
   if (sniffed.name) {
     // The record names the host as canonical text when it is valid; an
     // invalid name is kept raw (the log escapes it) so operators see it.

@@ -247,4 +247,9 @@ bool take_limits(Worker& worker, FlowScope& flow, tcp::socket& client) {
   return true;
 }
 
+PodIdentityPtr find_source_pod(const Worker& worker, const IpAddress& src) {
+  const k8s::IdentitySnapshotPtr& snapshot = worker.identities();
+  return snapshot ? snapshot->find(src) : nullptr;
+}
+
 }  // namespace egressd::flow

@@ -102,6 +102,10 @@ struct Sniffed {
 // client is closed and the flow recorded as builtin:limit.
 bool take_limits(Worker& worker, FlowScope& flow, boost::asio::ip::tcp::socket& client);
 
+// The pod that holds `src` in this worker's identity snapshot, or nullptr
+// (no kubernetes section, not synced, unknown or ambiguous IP).
+PodIdentityPtr find_source_pod(const Worker& worker, const IpAddress& src);
+
 // Classifies the first bytes of `bytes` (everything the client has sent).
 // Returns nullopt while more bytes are needed; `full`: no more will come.
 std::optional<Sniffed> classify(std::span<const std::uint8_t> bytes, bool full);

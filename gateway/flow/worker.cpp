@@ -137,6 +137,10 @@ void Worker::publish(std::shared_ptr<const Snapshot> s) {
   asio::post(io_, [this, s = std::move(s)]() mutable { snapshot_ = std::move(s); });
 }
 
+void Worker::publish_identities(k8s::IdentitySnapshotPtr s) {
+  asio::post(io_, [this, s = std::move(s)]() mutable { identities_ = std::move(s); });
+}
+
 void Worker::serve(std::shared_ptr<const ListenerInfo> listener, tcp::acceptor acceptor) {
   acceptors_.push_back(std::make_unique<tcp::acceptor>(std::move(acceptor)));
   tcp::acceptor& a = *acceptors_.back();

@@ -160,6 +160,12 @@ void append_record_line(std::string& out, const FlowRecord& r) {
   string_field(out, "event", to_string(r.event));
   string_field(out, "listener", r.listener);
   endpoint_field(out, "src", r.src);
+  if (r.source_pod) {
+    const PodIdentity& p = *r.source_pod;
+    if (!p.namespace_name.empty()) string_field(out, "namespace", p.namespace_name);
+    if (!p.pod.empty()) string_field(out, "pod", p.pod);
+    if (!p.service_account.empty()) string_field(out, "service_account", p.service_account);
+  }
   if (r.dst) endpoint_field(out, "dst", *r.dst);
   string_field(out, "proto", to_string(r.proto));
   if (r.host) string_field(out, "host", *r.host);

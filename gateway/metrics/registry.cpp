@@ -269,6 +269,11 @@ void Registry::reload_failed() noexcept {
   reloads_failed_.fetch_add(1, std::memory_order_relaxed);
 }
 
+void Registry::set_kubernetes_source(std::function<KubernetesStatus()> source) {
+  std::lock_guard lock(source_mu_);
+  kubernetes_ = std::move(source);
+}
+
 void Registry::set_access_log_dropped_source(std::function<std::uint64_t()> source) {
   std::lock_guard lock(source_mu_);
   access_log_dropped_ = std::move(source);
@@ -445,6 +450,40 @@ void Registry::render_egressd(std::string& out) const {
     std::sort(rows.begin(), rows.end());
     for (const auto& [p, d, n] : rows) {
       sample(out, "egressd_http_requests_total", {{"proto", p}, {"decision", d}}, n);
+    }
+  }
+
+  std::optional<KubernetesStatus> k8s;
+  {
+    std::lock_guard lock(source_mu_);
+    if (kubernetes_) k8s = kubernetes_();
+  }
+  if (k8s) {
+    if (k8s->data_age_seconds) {
+      header(out, "egressd_kubernetes_data_age_seconds", "gauge",
+             "How old the pod index may be: 0 while the API server watches are open.");
+      sample(out, "egressd_kubernetes_data_age_seconds", {}, *k8s->data_age_seconds);
+    }
+    header(out, "egressd_kubernetes_pods", "gauge",
+           "Pods whose IPs the identity index holds (running, or pending with an IP).");
+    sample(out, "egressd_kubernetes_pods", {}, k8s->pods);
+    header(out, "egressd_kubernetes_synced", "gauge",
+           "1 once the first list of pods and namespaces completed, else 0.");
+    sample(out, "egressd_kubernetes_synced", {}, std::uint64_t{k8s->synced ? 1U : 0U});
+    header(out, "egressd_kubernetes_watch_restarts_total", "counter",
+           "Kubernetes lists and watches restarted, by resource and reason.");
+    constexpr std::array<std::string_view, 2> kResources = {"namespaces", "pods"};
+    constexpr std::array<std::string_view, 4> kReasons = {"closed", "error", "gone", "timeout"};
+    for (const std::string_view resource : kResources) {
+      const std::size_t r = resource == "pods" ? 0 : 1;
+      for (const std::string_view reason : kReasons) {
+        const std::size_t why = reason == "gone"     ? 0
+                                : reason == "closed" ? 1
+                                : reason == "error"  ? 2
+                                                     : 3;
+        sample(out, "egressd_kubernetes_watch_restarts_total",
+               {{"resource", resource}, {"reason", reason}}, k8s->restarts[r][why]);
+      }
     }
   }
 

@@ -18,7 +18,10 @@
 #include "cidr_trie.hpp"
 #include "egressd/core/hostname.hpp"
 #include "egressd/policy/address_class.hpp"
+#include "identity_matcher.hpp"
 #include "name_table.hpp"
+#include "port_ranges.hpp"
+#include "source_port_index.hpp"
 
 namespace egressd::policy {
 
@@ -26,6 +29,9 @@ using config::Action;
 using config::Integrity;
 using config::PolicyMode;
 using config::PortRange;
+using detail::kAnyPort;
+using detail::merge_ranges;
+using detail::ranges_contain;
 
 std::string_view to_string(Decision d) noexcept {
   switch (d) {
@@ -83,6 +89,16 @@ struct Rule {
   std::uint32_t from = 0;
   std::uint32_t from_v4 = 0;
   std::uint32_t from_v6 = 0;
+  // `from` identity selectors: ids in rule_selectors, ascending.
+  std::uint32_t selectors = 0;
+  std::uint32_t selector_count = 0;
+};
+
+// Who a flow comes from, as `from` sees it: the source address and the
+// identity selectors its pod satisfies (computed once per decision).
+struct Source {
+  const IpAddress& ip;
+  const detail::SelectorIds& selectors;
 };
 
 // A fixed inline buffer that spills to the heap only for flows matching an
@@ -114,29 +130,6 @@ class MatchList {
   std::size_t size_ = 0;
   bool spilled_ = false;
 };
-
-bool ranges_contain(std::span<const PortRange> ranges, std::uint16_t port) noexcept {
-  // Sorted, merged: the candidate is the last range starting at or below port.
-  auto it = std::upper_bound(ranges.begin(), ranges.end(), port,
-                             [](std::uint16_t p, const PortRange& r) { return p < r.first; });
-  if (it == ranges.begin()) return false;
-  return port <= std::prev(it)->last;
-}
-
-std::vector<PortRange> merge_ranges(std::vector<PortRange> ranges) {
-  std::sort(ranges.begin(), ranges.end(),
-            [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
-  std::vector<PortRange> out;
-  for (const PortRange& r : ranges) {
-    if (r.first > r.last) continue;
-    if (!out.empty() && std::uint32_t{r.first} <= std::uint32_t{out.back().last} + 1U) {
-      out.back().last = std::max(out.back().last, r.last);
-    } else {
-      out.push_back(r);
-    }
-  }
-  return out;
-}
 
 // Sorted by base, blocks nested in an earlier one removed.
 std::vector<Cidr> disjoint_blocks(std::vector<Cidr> blocks) {
@@ -277,20 +270,28 @@ struct CompiledPolicy::Impl {
   detail::CidrTrie dst_v4;
   detail::CidrTrie dst_v6;
 
-  // Rule 11.
-  bool host_any_source_any_port = false;
-  std::vector<std::uint64_t> host_any_source_ports;  // 65536-bit bitmap; empty = none
-  detail::CidrTrie host_from_v4;                     // value: index into host_port_sets
-  detail::CidrTrie host_from_v6;
-  std::vector<std::pair<std::uint32_t, std::uint32_t>>
-      host_port_sets;  // (offset, count) in port_pool
+  detail::IdentityMatcher identities;
+  std::vector<std::uint32_t> rule_selectors;  // Rule::selectors points here
+
+  // Rule 11: may a host entry apply to this source and port?
+  detail::SourcePortIndex host_sources;
+  // May an allow cidr entry apply (explicit mode: is the name worth a lookup)?
+  detail::SourcePortIndex allow_cidr_sources;
 
   PolicyStats stats;
 
   // --- helpers used by decide() ---
 
-  [[nodiscard]] bool from_ok(const Rule& r, const IpAddress& src) const noexcept {
+  [[nodiscard]] bool from_ok(const Rule& r, const Source& src) const noexcept {
     if (!r.has_from) return true;
+    for (std::uint32_t k = 0; k < r.selector_count; ++k) {
+      if (src.selectors.contains(rule_selectors[r.selectors + k])) return true;
+    }
+    return cidr_from_ok(r, src.ip);
+  }
+
+  [[nodiscard]] bool cidr_from_ok(const Rule& r, const IpAddress& src) const noexcept {
+    if (r.from_v4 + r.from_v6 == 0) return false;
     const std::uint32_t off = src.is_v4() ? r.from : r.from + r.from_v4;
     const std::uint32_t count = src.is_v4() ? r.from_v4 : r.from_v6;
     const auto first = from_pool.begin() + off;
@@ -340,9 +341,28 @@ struct CompiledPolicy::Impl {
     return out;
   }
 
+  // Calls fn(entry id) for every host entry whose pattern matches the
+  // canonical DNS name `name` (ports and `from` not checked).
+  template <class Fn>
+  void visit_host_entries(std::string_view name, Fn&& fn) const {
+    for (const std::uint32_t id : exact.find(name)) fn(id);
+    const std::size_t dot = name.find('.');
+    if (dot == std::string_view::npos) return;
+    if (!single_star.empty()) {
+      for (const std::uint32_t id : single_star.find(name.substr(dot + 1))) fn(id);
+    }
+    if (!double_star.empty()) {
+      // `**.x` matches every name with x as a proper suffix: one lookup per
+      // label boundary.
+      for (std::size_t at = dot; at != std::string_view::npos; at = name.find('.', at + 1)) {
+        for (const std::uint32_t id : double_star.find(name.substr(at + 1))) fn(id);
+      }
+    }
+  }
+
   // Rule 7 lifting: an allow cidr entry inside `range` that contains the
   // address and whose ports and `from` admit the flow.
-  [[nodiscard]] bool lifted(const IpAddress& address, const Cidr& range, const IpAddress& src,
+  [[nodiscard]] bool lifted(const IpAddress& address, const Cidr& range, const Source& src,
                             std::uint16_t port) const {
     return dst_trie(address).visit(detail::to_bits(address),
                                    [&](unsigned length, std::span<const std::uint32_t> ids) {
@@ -362,7 +382,7 @@ struct CompiledPolicy::Impl {
   // multicast, broadcast, link-local): judged on every flow before the
   // rules, whatever its name. nullopt when `address` passes them.
   [[nodiscard]] std::optional<GuardDenial> address_guard(const IpAddress& address,
-                                                         const IpAddress& src,
+                                                         const Source& src,
                                                          std::uint16_t port) const {
     // The class first: loopback is also an address of this host, and the
     // metric says more as "loopback".
@@ -383,8 +403,7 @@ struct CompiledPolicy::Impl {
 
   // Rule 7, the classes that only guard flows matched by a host entry
   // (private ranges, IPv4 embedded in IPv6). nullopt when `address` passes.
-  [[nodiscard]] std::optional<GuardDenial> host_guard(const IpAddress& address,
-                                                      const IpAddress& src,
+  [[nodiscard]] std::optional<GuardDenial> host_guard(const IpAddress& address, const Source& src,
                                                       std::uint16_t port) const {
     const AddressClassification c = classify(address);
     if (c.cls != AddressClass::private_use && c.cls != AddressClass::ipv4_embedded) {
@@ -395,7 +414,7 @@ struct CompiledPolicy::Impl {
   }
 
   // Rule 7 as a whole, for the address the gateway is about to connect to.
-  [[nodiscard]] std::optional<GuardDenial> guard(const IpAddress& address, const IpAddress& src,
+  [[nodiscard]] std::optional<GuardDenial> guard(const IpAddress& address, const Source& src,
                                                  std::uint16_t port, bool by_host) const {
     if (auto g = address_guard(address, src, port)) return g;
     if (by_host) return host_guard(address, src, port);
@@ -416,7 +435,8 @@ struct CompiledPolicy::Impl {
 
   // Destination integrity of an allow host entry (rule 3). `answer` is the
   // one lookup for the flow's name, fetched by the caller.
-  [[nodiscard]] IntegrityResult integrity(const Entry& e, const FlowFacts& f, std::string_view name,
+  [[nodiscard]] IntegrityResult integrity(const Entry& e, const FlowFacts& f, const Source& src,
+                                          std::string_view name,
                                           const std::optional<NameAnswer>& answer) const {
     IntegrityResult r;
     if (!f.transparent || e.integrity == Integrity::trust) {
@@ -463,7 +483,7 @@ struct CompiledPolicy::Impl {
     r.check = Check::pass;
     r.connect_to = answer->addresses.front();
     for (const IpAddress& a : answer->addresses) {
-      if (!guard(a, f.src, f.port, /*by_host=*/true)) {
+      if (!guard(a, src, f.port, /*by_host=*/true)) {
         r.connect_to = a;
         break;
       }
@@ -516,9 +536,6 @@ std::shared_ptr<const CompiledPolicy> CompiledPolicy::compile(
   std::vector<detail::NameTable::Item> double_items;
   std::vector<detail::CidrTrie::Item> v4_items;
   std::vector<detail::CidrTrie::Item> v6_items;
-  // Rule 11: (from block, port range) pairs of rules with host entries.
-  std::vector<std::pair<Cidr, PortRange>> host_from;
-  constexpr PortRange kAnyPort{0, 65535};
 
   p->rules.reserve(spec.rules.size());
   std::size_t total_entries = 0;
@@ -537,8 +554,17 @@ std::shared_ptr<const CompiledPolicy> CompiledPolicy::compile(
     r.action = rs.action;
     r.mode = rs.mode;
     r.until = rs.until;
-    r.has_from = !rs.from.empty();
-    if (r.has_from) {
+    std::vector<std::uint32_t> selector_ids;
+    for (const config::IdentitySelector& sel : rs.from_identities) {
+      selector_ids.push_back(p->identities.add(sel));
+    }
+    std::sort(selector_ids.begin(), selector_ids.end());
+    selector_ids.erase(std::unique(selector_ids.begin(), selector_ids.end()), selector_ids.end());
+    r.selectors = static_cast<std::uint32_t>(p->rule_selectors.size());
+    r.selector_count = static_cast<std::uint32_t>(selector_ids.size());
+    p->rule_selectors.insert(p->rule_selectors.end(), selector_ids.begin(), selector_ids.end());
+    r.has_from = !rs.from.empty() || !selector_ids.empty();
+    if (!rs.from.empty()) {
       std::vector<Cidr> v4;
       std::vector<Cidr> v6;
       for (const Cidr& c : rs.from) (c.base.is_v4() ? v4 : v6).push_back(c);
@@ -554,6 +580,8 @@ std::shared_ptr<const CompiledPolicy> CompiledPolicy::compile(
 
     bool rule_has_host = false;
     std::vector<PortRange> rule_host_ports;  // union over host entries
+    bool rule_has_allow_cidr = false;
+    std::vector<PortRange> rule_cidr_ports;  // union over cidr entries of an allow rule
     for (const config::ToSpec& t : rs.to) {
       Entry e;
       e.rule = static_cast<std::uint32_t>(ri);
@@ -598,6 +626,14 @@ std::shared_ptr<const CompiledPolicy> CompiledPolicy::compile(
           rule_host_ports.insert(rule_host_ports.end(), t.ports.begin(), t.ports.end());
         }
       } else if (t.cidr) {
+        if (r.action == Action::allow) {
+          rule_has_allow_cidr = true;
+          if (t.ports.empty()) {
+            rule_cidr_ports.push_back(kAnyPort);
+          } else {
+            rule_cidr_ports.insert(rule_cidr_ports.end(), t.ports.begin(), t.ports.end());
+          }
+        }
         e.kind = EntryKind::cidr;
         e.pattern = static_cast<std::uint32_t>(p->cidrs.size());
         p->cidrs.push_back(*t.cidr);
@@ -611,27 +647,16 @@ std::shared_ptr<const CompiledPolicy> CompiledPolicy::compile(
     }
 
     if (rule_has_host) {
-      const auto merged = merge_ranges(std::move(rule_host_ports));
-      const bool any_port = merged.size() == 1 && merged.front() == kAnyPort;
-      if (!r.has_from) {
-        if (any_port) {
-          p->host_any_source_any_port = true;
-        } else {
-          if (p->host_any_source_ports.empty()) p->host_any_source_ports.assign(65536 / 64, 0);
-          for (const PortRange& pr : merged) {
-            for (std::uint32_t port = pr.first; port <= pr.last; ++port) {
-              p->host_any_source_ports[port / 64] |= 1ULL << (port % 64);
-            }
-          }
-        }
-      } else {
-        for (const Cidr& c : rs.from) {
-          for (const PortRange& pr : merged) host_from.emplace_back(c, pr);
-        }
-      }
+      p->host_sources.add(rs.from, selector_ids, std::move(rule_host_ports));
+    }
+    if (rule_has_allow_cidr) {
+      p->allow_cidr_sources.add(rs.from, selector_ids, std::move(rule_cidr_ports));
     }
     p->rules.push_back(std::move(r));
   }
+  p->identities.build();
+  p->host_sources.build(p->identities.size());
+  p->allow_cidr_sources.build(p->identities.size());
 
   p->exact.build(p->patterns, std::move(exact_items));
   p->single_star.build(p->patterns, std::move(single_items));
@@ -639,44 +664,15 @@ std::shared_ptr<const CompiledPolicy> CompiledPolicy::compile(
   p->dst_v4.build(std::move(v4_items), 32);
   p->dst_v6.build(std::move(v6_items), 128);
 
-  // One merged port set per distinct source block, so a source shared by
-  // many rules costs one range search, not one per rule.
-  std::sort(host_from.begin(), host_from.end(), [](const auto& a, const auto& b) {
-    if (a.first != b.first) return a.first < b.first;
-    return a.second.first < b.second.first;
-  });
-  std::vector<detail::CidrTrie::Item> from4;
-  std::vector<detail::CidrTrie::Item> from6;
-  for (std::size_t i = 0; i < host_from.size();) {
-    std::size_t j = i;
-    std::vector<PortRange> ranges;
-    while (j < host_from.size() && host_from[j].first == host_from[i].first) {
-      ranges.push_back(host_from[j].second);
-      ++j;
-    }
-    ranges = merge_ranges(std::move(ranges));
-    const auto set = static_cast<std::uint32_t>(p->host_port_sets.size());
-    p->host_port_sets.emplace_back(static_cast<std::uint32_t>(p->port_pool.size()),
-                                   static_cast<std::uint32_t>(ranges.size()));
-    p->port_pool.insert(p->port_pool.end(), ranges.begin(), ranges.end());
-    const Cidr& c = host_from[i].first;
-    (c.base.is_v4() ? from4 : from6)
-        .push_back(detail::CidrTrie::Item{detail::to_bits(c.base), c.prefix_len, set});
-    i = j;
-  }
-  p->host_from_v4.build(std::move(from4), 32);
-  p->host_from_v6.build(std::move(from6), 128);
-
   p->stats.rules = p->rules.size();
   std::size_t bytes =
       sizeof(Impl) + p->rules.capacity() * sizeof(Rule) + p->entries.capacity() * sizeof(Entry) +
       p->port_pool.capacity() * sizeof(PortRange) + p->cidrs.capacity() * sizeof(Cidr) +
       p->from_pool.capacity() * sizeof(Impl::Block) + p->patterns.capacity() +
       p->exact.memory_bytes() + p->single_star.memory_bytes() + p->double_star.memory_bytes() +
-      p->dst_v4.memory_bytes() + p->dst_v6.memory_bytes() +
-      p->host_any_source_ports.capacity() * sizeof(std::uint64_t) + p->host_from_v4.memory_bytes() +
-      p->host_from_v6.memory_bytes() +
-      p->host_port_sets.capacity() * sizeof(std::pair<std::uint32_t, std::uint32_t>);
+      p->dst_v4.memory_bytes() + p->dst_v6.memory_bytes() + p->host_sources.memory_bytes() +
+      p->allow_cidr_sources.memory_bytes() + p->identities.memory_bytes() +
+      p->rule_selectors.capacity() * sizeof(std::uint32_t);
   for (const Rule& r : p->rules) {
     if (r.name.capacity() > 15) bytes += r.name.capacity() + 1;  // beyond SSO
   }
@@ -688,22 +684,65 @@ PolicyStats CompiledPolicy::stats() const noexcept {
   return impl_->stats;
 }
 
+SelectorSet CompiledPolicy::match_identity(const PodIdentity* identity) const {
+  SelectorSet out;
+  if (!impl_->identities.empty()) impl_->identities.match(identity, out);
+  return out;
+}
+
 bool CompiledPolicy::name_can_matter(std::string_view /*listener*/, const IpAddress& src,
-                                     std::uint16_t port) const noexcept {
+                                     std::uint16_t port,
+                                     const PodIdentity* identity) const noexcept {
   const Impl& p = *impl_;
-  if (p.host_any_source_any_port) return true;
-  if (!p.host_any_source_ports.empty() &&
-      ((p.host_any_source_ports[port / 64] >> (port % 64)) & 1U) != 0) {
-    return true;
+  detail::SelectorIds selectors;
+  if (identity != nullptr && !p.identities.empty()) p.identities.match(identity, selectors);
+  return p.host_sources.contains(src, selectors, port);
+}
+
+std::optional<Verdict> CompiledPolicy::decide_by_name(const FlowFacts& f) const {
+  const Impl& p = *impl_;
+  if (!f.name) return std::nullopt;
+  FlowName name;
+  if (const NameProblem problem = canonicalize_flow_name(*f.name, name);
+      problem != NameProblem::none) {
+    return deny_verdict(kRuleInvalidName,
+                        "the name in the traffic is invalid: " + std::string(describe(problem)));
   }
-  const detail::CidrTrie& trie = src.is_v4() ? p.host_from_v4 : p.host_from_v6;
-  return trie.visit(detail::to_bits(src), [&](unsigned, std::span<const std::uint32_t> sets) {
-    for (const std::uint32_t s : sets) {
-      const auto [off, count] = p.host_port_sets[s];
-      if (ranges_contain({p.port_pool.data() + off, count}, port)) return true;
+  if (name.is_ip) return std::nullopt;  // nothing to resolve
+  const std::string_view name_text = name.text();
+  detail::SelectorIds computed;
+  const SelectorSet* selectors = f.selectors;
+  if (selectors == nullptr) {
+    if (!p.identities.empty()) p.identities.match(f.identity, computed);
+    selectors = &computed;
+  }
+  const Source source{f.src, *selectors};
+
+  // The first-in-file host entry that applies decides whether the address
+  // can matter: an enforcing deny denies whatever the address; an allow, or
+  // an audit deny (its outcome depends on what else would pass), needs it.
+  std::uint32_t first = 0xFFFFFFFFU;
+  bool needs_address = false;
+  p.visit_host_entries(name_text, [&](std::uint32_t id) {
+    const Entry& e = p.entries[id];
+    if (!p.port_ok(e, f.port) || (e.has_from && !p.from_ok(p.rules[e.rule], source))) return;
+    if (e.action == Action::deny && p.enforcing(p.rules[e.rule], f.today)) {
+      first = std::min(first, id);
+    } else {
+      needs_address = true;
     }
-    return false;
   });
+  if (first != 0xFFFFFFFFU) {
+    return deny_verdict(p.rules[p.entries[first].rule].name,
+                        p.describe_match(first, name_text, f.dst));
+  }
+  // Nothing names it: only an allow cidr entry, the default or audit can
+  // let it through, and each of those needs the address.
+  if (needs_address || p.default_action == Action::allow || p.mode == PolicyMode::audit ||
+      p.allow_cidr_sources.contains(f.src, *selectors, f.port)) {
+    return std::nullopt;
+  }
+  return deny_verdict(kRuleDefault, "no rule matched; default deny");
 }
 
 Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) const {
@@ -726,7 +765,17 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
   // Rule 7, address-only classes: named before everything but rule 2, so
   // a flow to the metadata address or to the gateway itself is
   // builtin:guard whether or not a rule matches it and whatever its name.
-  if (auto g = p.address_guard(f.dst, f.src, f.port)) {
+  // The identity selectors the source pod satisfies: the flow's own match
+  // when it has one, else computed here.
+  detail::SelectorIds computed;
+  const SelectorSet* selectors = f.selectors;
+  if (selectors == nullptr) {
+    if (!p.identities.empty()) p.identities.match(f.identity, computed);
+    selectors = &computed;
+  }
+  const Source source{f.src, *selectors};
+
+  if (auto g = p.address_guard(f.dst, source, f.port)) {
     return final_outcome(guard_verdict(std::move(*g), false));
   }
 
@@ -746,26 +795,11 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
   MatchList matches;
   const auto accept = [&](std::uint32_t id) {
     const Entry& e = p.entries[id];
-    if (p.port_ok(e, f.port) && (!e.has_from || p.from_ok(p.rules[e.rule], f.src))) {
+    if (p.port_ok(e, f.port) && (!e.has_from || p.from_ok(p.rules[e.rule], source))) {
       matches.push_back(id);
     }
   };
-  if (has_dns_name) {
-    for (const std::uint32_t id : p.exact.find(name_text)) accept(id);
-    const std::size_t dot = name_text.find('.');
-    if (dot != std::string_view::npos) {
-      if (!p.single_star.empty()) {
-        for (const std::uint32_t id : p.single_star.find(name_text.substr(dot + 1))) accept(id);
-      }
-      if (!p.double_star.empty()) {
-        // `**.x` matches every name with x as a proper suffix: one lookup
-        // per label boundary.
-        for (std::size_t at = dot; at != std::string_view::npos; at = name_text.find('.', at + 1)) {
-          for (const std::uint32_t id : p.double_star.find(name_text.substr(at + 1))) accept(id);
-        }
-      }
-    }
-  }
+  if (has_dns_name) p.visit_host_entries(name_text, accept);
   dst_trie.visit(dst_bits, [&](unsigned, std::span<const std::uint32_t> ids) {
     for (const std::uint32_t id : ids) accept(id);
     return false;
@@ -794,7 +828,7 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
     const Entry& e = p.entries[matches[i]];
     if (e.kind == EntryKind::cidr) continue;
     if (f.transparent && e.action == Action::allow && e.integrity == Integrity::resolve) continue;
-    if (auto g = p.host_guard(f.dst, f.src, f.port)) {
+    if (auto g = p.host_guard(f.dst, source, f.port)) {
       return final_outcome(guard_verdict(std::move(*g), true));
     }
     break;
@@ -849,7 +883,7 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
             return o;
           }
         }
-        IntegrityResult r = p.integrity(e, f, name_text, answer);
+        IntegrityResult r = p.integrity(e, f, source, name_text, answer);
         if (r.check == Check::pass) {
           decided = matches[k];
           connect_to = r.connect_to;
@@ -914,7 +948,7 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
   // Rule 7, in every mode. A `resolve` pass under AssumeIntegrity has no
   // address to check: nothing was resolved.
   if (v.connect_to) {
-    if (auto g = p.guard(*v.connect_to, f.src, f.port, v.matched_by_host)) {
+    if (auto g = p.guard(*v.connect_to, source, f.port, v.matched_by_host)) {
       return final_outcome(guard_verdict(std::move(*g), v.matched_by_host));
     }
   }

@@ -85,6 +85,14 @@ std::vector<TestResult> run_tests(const CompiledPolicy& policy,
     if (c.host) facts.name = std::string_view(*c.host);
     facts.tls_without_sni = facts.proto == Proto::tls && !c.host;
     facts.today = today;
+    // The source pod, when the case names one (else a pod-less IP).
+    PodIdentity pod;
+    if (c.namespace_name) {
+      pod.namespace_name = *c.namespace_name;
+      pod.labels = c.labels;
+      pod.namespace_labels = c.namespace_labels;
+      facts.identity = &pod;
+    }
 
     // AssumeIntegrity always answers, so one call is final.
     Outcome outcome = policy.decide(facts, assume);

@@ -27,6 +27,8 @@
 #include "egressd/dns/resolver.hpp"
 #include "egressd/flow/replica_set.hpp"
 #include "egressd/flow/worker.hpp"
+#include "egressd/k8s/client_config.hpp"
+#include "egressd/k8s/watcher.hpp"
 #include "egressd/log/access_log.hpp"
 #include "egressd/metrics/registry.hpp"
 #include "egressd/net/socket.hpp"
@@ -196,6 +198,31 @@ class Gateway {
       return 1;
     }
 
+    // Pod identity: one watcher for the process; its snapshots go to every
+    // worker, which swaps them in on its own thread.
+    if (config_.kubernetes) {
+      k8s::ClientConfigResult client = k8s::load_client_config(*config_.kubernetes);
+      if (!client.ok()) {
+        spdlog::error("kubernetes: {}", client.error);
+        access_log_->stop();
+        return 1;
+      }
+      k8s::WatcherOptions options;
+      options.client = std::move(*client.config);
+      options.on_snapshot = [this](k8s::IdentitySnapshotPtr snapshot) {
+        pods_.store(snapshot ? snapshot->pods() : 0, std::memory_order_relaxed);
+        for (auto& w : workers_) w->publish_identities(snapshot);
+      };
+      try {
+        watcher_ = std::make_unique<k8s::Watcher>(std::move(options));
+      } catch (const std::exception& e) {
+        spdlog::error("kubernetes: {}", e.what());
+        access_log_->stop();
+        return 1;
+      }
+      metrics_->set_kubernetes_source([this] { return kubernetes_status(); });
+    }
+
     for (auto& w : workers_) {
       threads_.emplace_back([&io = w->io()] {
         auto guard = asio::make_work_guard(io);
@@ -210,7 +237,14 @@ class Gateway {
     spdlog::info("egressd {} serving with {} worker{}, up to {} connections; access log: {}",
                  kVersion, worker_count, worker_count == 1 ? "" : "s", max_connections,
                  config_.access_log.path == "-" ? std::string("stdout") : config_.access_log.path);
-    admin_->set_ready(true);
+    // Ready once every listener is bound — and, with identity selectors,
+    // once the pod watch has synced or kubernetes.sync_timeout has passed.
+    if (watcher_ && uses_identity_selectors(config_)) {
+      asio::co_spawn(control_io_, await_identity_sync(config_.kubernetes->sync_timeout),
+                     asio::detached);
+    } else {
+      admin_->set_ready(true);
+    }
 
     asio::signal_set signals(control_io_, SIGTERM, SIGINT);
     asio::signal_set hup(control_io_, SIGHUP, SIGUSR1);
@@ -218,6 +252,7 @@ class Gateway {
     wait_hup_usr1(hup);
     control_io_.run();
 
+    if (watcher_) watcher_->stop();
     for (auto& w : workers_) w->io().stop();
     for (auto& t : threads_) t.join();
     access_log_->stop();
@@ -226,6 +261,50 @@ class Gateway {
   }
 
  private:
+  static bool uses_identity_selectors(const config::ConfigSpec& cfg) {
+    return std::any_of(cfg.policy.rules.begin(), cfg.policy.rules.end(),
+                       [](const config::RuleSpec& r) { return !r.from_identities.empty(); });
+  }
+
+  // Readiness waits for the first list of pods and namespaces, at most
+  // `timeout`; after that the gateway serves with identity selectors
+  // matching nothing until the watch syncs (fail closed), and says so.
+  asio::awaitable<void> await_identity_sync(std::chrono::milliseconds timeout) {
+    asio::steady_timer tick(control_io_);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!watcher_->synced() && std::chrono::steady_clock::now() < deadline &&
+           !draining_.load(std::memory_order_relaxed)) {
+      tick.expires_after(std::chrono::milliseconds(50));
+      co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+    if (draining_.load(std::memory_order_relaxed)) co_return;
+    if (watcher_->synced()) {
+      spdlog::info("kubernetes: pods and namespaces listed; ready");
+    } else {
+      spdlog::warn(
+          "kubernetes: not synced after kubernetes.sync_timeout ({} ms); serving with identity "
+          "selectors matching nothing until the watch syncs",
+          timeout.count());
+    }
+    admin_->set_ready(true);
+  }
+
+  metrics::Registry::KubernetesStatus kubernetes_status() const {
+    metrics::Registry::KubernetesStatus st;
+    st.synced = watcher_->synced();
+    st.pods = pods_.load(std::memory_order_relaxed);
+    if (auto age = watcher_->data_age()) {
+      st.data_age_seconds = static_cast<double>(age->count()) / 1000.0;
+    }
+    for (const k8s::Resource r : {k8s::Resource::pods, k8s::Resource::namespaces}) {
+      for (std::size_t why = 0; why < k8s::kRestartReasonCount; ++why) {
+        st.restarts[static_cast<std::size_t>(r)][why] =
+            watcher_->restarts(r, static_cast<k8s::RestartReason>(why));
+      }
+    }
+    return st;
+  }
+
   // The first SIGTERM/SIGINT starts a drain; a second one during the drain
   // skips what is left of drain_delay and drain (Ctrl-C twice stops now).
   void wait_term(asio::signal_set& set) {
@@ -277,6 +356,12 @@ class Gateway {
       spdlog::error("reload of {} rejected; the previous config keeps serving", config_path_);
       metrics_->reload_failed();
       return;
+    }
+    if (v.config->kubernetes.has_value() != (watcher_ != nullptr)) {
+      spdlog::warn(
+          "reload: adding or removing the kubernetes section takes a restart; until then "
+          "identity selectors match {}",
+          watcher_ ? "as before" : "nothing");
     }
     publish_config(*v.config, snapshot_->generation + 1);
     metrics_->reload_succeeded(snapshot_->generation, std::chrono::system_clock::now());
@@ -335,6 +420,8 @@ class Gateway {
   std::unique_ptr<admin::AdminServer> admin_;
   std::vector<IpAddress> own_addresses_;
   std::atomic<bool> draining_{false};
+  std::unique_ptr<k8s::Watcher> watcher_;      // with a kubernetes section
+  std::atomic<std::size_t> pods_{0};           // in the newest identity snapshot
   bool hurry_ = false;                         // a second signal came (control thread)
   asio::steady_timer* drain_timer_ = nullptr;  // the drain's timer while it waits
   std::shared_ptr<const flow::Snapshot> snapshot_;

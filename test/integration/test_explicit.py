@@ -24,10 +24,11 @@ def tearDownModule():
 
 
 RULES = [
-    {"name": "web", "to": [{"host": "allowed.test", "ports": [443, 80]}]},
+    {"name": "web", "to": [{"host": "allowed.test", "ports": [443, 80]},
+                           {"host": "nxdomain.test", "ports": [443]}]},  # allowed, but no such name
     {"name": "internal", "to": [{"host": "private.test"}, {"host": "metadata.test"},
                                 {"host": "loopback.test"}, {"host": "own.test"}]},
-    {"name": "echo", "to": [{"cidr": W.ECHO_IP + "/32"}]},
+    {"name": "echo", "to": [{"cidr": W.ECHO_IP + "/32", "ports": [W.ECHO_PORT, 7009]}]},
     {"name": "rebind", "to": [{"host": W.REBIND_NAME, "ports": [443]}]},
     {"name": "smtp", "to": [{"cidr": W.BANNER_IP + "/32", "ports": [W.BANNER_PORT]}]},
     {"name": "block-denied", "action": "deny", "to": [{"host": "denied.test"}]},
@@ -136,6 +137,24 @@ class ExplicitTest(harness.GatewayTest):
         rec = self.flow(src=r["local"])
         self.assertDecision(rec, "allow", "echo", proto="connect")
         self.assertRecord(rec, dst=A(W.ECHO_IP, W.ECHO_PORT))
+
+    def test_denied_names_are_never_resolved(self):
+        """A name the policy denies whatever its address (an enforcing deny
+        host rule, or nothing that could allow it on this port) is never
+        looked up: the gateway's resolver carries no data out."""
+        for target, rule in (("denied.test:443", "block-denied"),
+                             ("exfil-6b6579.example.test:443", "default")):
+            with self.subTest(target=target):
+                mark = self.log.mark()
+                r = self.world.client("connect", "--dst", PROXY, "--target", target)
+                self.assertEqual(r["status"], 403, r)
+                rec = self.log.wait(W.match(event="flow", src=r["local"]), since=mark)
+                self.assertRecord(rec, decision="deny", rule=rule, close="denied")
+                self.assertNotIn("dst", rec)
+        queries = [line for line in self.world.tail("dnsmasq.log", 5000).splitlines() if "query[" in line]
+        self.assertFalse([q for q in queries if "exfil-6b6579" in q or " denied.test " in q], queries[-20:])
+        # The resolver is used at all (so the check above can fail).
+        self.assertTrue([q for q in queries if " allowed.test " in q], queries[-20:])
 
     def test_upstream_refused_is_502(self):
         r = self.world.client("connect", "--dst", PROXY, "--target", "%s:7009" % W.ECHO_IP)

@@ -94,4 +94,17 @@ struct HostPatternResult {
 };
 HostPatternResult canonicalize_host_pattern(std::string_view raw);
 
+// Kubernetes label syntax (apimachinery validation): nullopt when valid,
+// else a one-sentence reason.
+// - a key is [prefix/]name: the prefix a DNS-1123 subdomain (lowercase
+//   letters, digits, '-' and '.', at most 253 bytes, each label starting and
+//   ending alphanumeric), the name 1-63 bytes of letters, digits, '-', '_'
+//   and '.', starting and ending alphanumeric;
+// - a value is empty or like a key's name part;
+// - a namespace name is a DNS-1123 label (lowercase letters, digits and
+//   '-', 1-63 bytes, starting and ending alphanumeric).
+std::optional<std::string> label_key_problem(std::string_view key);
+std::optional<std::string> label_value_problem(std::string_view value);
+std::optional<std::string> namespace_name_problem(std::string_view name);
+
 }  // namespace egressd::config

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "egressd/core/identity.hpp"
 #include "egressd/core/ip.hpp"
 #include "egressd/core/protocol.hpp"
 
@@ -79,6 +80,37 @@ struct TlsSpec {
   EchMode ech = EchMode::outer;
 };
 
+// kubernetes: pod identity for `from` selectors.
+struct KubernetesSpec {
+  std::string kubeconfig;  // "" = in-cluster (service account, KUBERNETES_SERVICE_HOST/PORT)
+  Duration sync_timeout{30'000};
+  SourcePos pos;
+};
+
+// A Kubernetes LabelSelector (matchLabels + matchExpressions; all must hold;
+// an empty selector selects everything).
+struct LabelRequirement {
+  enum class Operator : std::uint8_t { in, not_in, exists, does_not_exist };
+  std::string key;
+  Operator op = Operator::exists;
+  std::vector<std::string> values;  // In/NotIn: non-empty, sorted, unique
+};
+struct LabelSelector {
+  // matchLabels as `In` requirements with one value, then matchExpressions;
+  // sorted by key so equal selectors compare equal.
+  std::vector<LabelRequirement> requirements;
+};
+
+// A `from` entry that selects pods, with NetworkPolicy peer semantics:
+// `namespace: X` is a namespaceSelector on kubernetes.io/metadata.name = X;
+// a podSelector alone selects in every namespace; both must hold when both
+// are given.
+struct IdentitySelector {
+  std::optional<LabelSelector> namespace_selector;
+  std::optional<LabelSelector> pod_selector;
+  SourcePos pos;
+};
+
 enum class Action : std::uint8_t { allow, deny };
 enum class PolicyMode : std::uint8_t { enforce, audit };
 enum class Integrity : std::uint8_t { verify, resolve, trust };
@@ -103,7 +135,9 @@ struct ToSpec {
 struct RuleSpec {
   std::string name;
   Action action = Action::allow;
-  std::vector<Cidr> from;  // empty = any source
+  // `from`: source CIDRs and identity selectors (OR); both empty = any source.
+  std::vector<Cidr> from;
+  std::vector<IdentitySelector> from_identities;
   std::vector<ToSpec> to;  // at least one
   std::optional<PolicyMode> mode;
   // The `mode` override applies through this day (UTC) and ends after it.
@@ -121,6 +155,10 @@ struct TestCase {
   std::optional<std::string> listener;
   Expect expect = Expect::deny;
   std::optional<std::string> rule;
+  // The source pod, for identity selectors (absent: a pod-less IP).
+  std::optional<std::string> namespace_name;
+  Labels labels;            // sorted
+  Labels namespace_labels;  // sorted
   SourcePos pos;
 };
 
@@ -143,6 +181,7 @@ struct ConfigSpec {
   LimitsSpec limits;
   DnsSpec dns;
   TlsSpec tls;
+  std::optional<KubernetesSpec> kubernetes;
   PolicySpec policy;
 };
 

@@ -20,6 +20,7 @@
 
 #include "egressd/config/spec.hpp"
 #include "egressd/core/ip.hpp"
+#include "egressd/k8s/pod_index.hpp"
 #include "egressd/policy/policy.hpp"
 #include "egressd/relay/relay.hpp"
 
@@ -151,6 +152,13 @@ class Worker {
   // Any thread: new flows on this worker see `s` from the next accept on.
   void publish(std::shared_ptr<const Snapshot> s);
 
+  // Worker thread only: the pod index new flows look their source up in
+  // (null without a kubernetes section or before the first sync).
+  [[nodiscard]] const k8s::IdentitySnapshotPtr& identities() const noexcept { return identities_; }
+  // Any thread: the kubernetes watcher's newest snapshot, swapped in on the
+  // worker thread (no lock on the flow path).
+  void publish_identities(k8s::IdentitySnapshotPtr s);
+
   // Starts accepting on `acceptor` (already bound and listening) on this
   // worker's thread.
   void serve(std::shared_ptr<const ListenerInfo> listener, boost::asio::ip::tcp::acceptor acceptor);
@@ -178,6 +186,7 @@ class Worker {
   Services services_;
   boost::asio::io_context io_{1};
   std::shared_ptr<const Snapshot> snapshot_;
+  k8s::IdentitySnapshotPtr identities_;
   std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;
   std::list<ActiveFlow> flows_;
   std::size_t peak_flows_ = 0;  // since the last malloc_trim

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "egressd/config/spec.hpp"
+#include "egressd/core/identity.hpp"
 #include "egressd/core/ip.hpp"
 #include "egressd/core/protocol.hpp"
 
@@ -52,6 +53,9 @@ struct FlowRecord {
   std::chrono::system_clock::time_point time;
   std::string listener;
   Endpoint src;
+  // The source pod, when the kubernetes index maps src to one: written as
+  // `namespace`, `pod` and `service_account` (each omitted when empty).
+  PodIdentityPtr source_pod;
   std::optional<Endpoint> dst;  // unknown e.g. for an untrusted PROXY peer
   Proto proto = Proto::tcp;     // `tcp` when nothing more was recognised
   // The first name seen (without port), raw bytes from the traffic: the
@@ -81,7 +85,8 @@ struct FlowRecord {
 };
 
 // Appends the record as one JSON object and a '\n'. Field order is the
-// contract's example: time, event, listener, src, dst, proto, host, hosts,
+// contract's example: time, event, listener, src, (namespace, pod,
+// service_account,) dst, proto, host, hosts,
 // alpn, ech, decision, rule, integrity, reason, upstream, bytes_up,
 // bytes_down, duration_ms, close. Optional fields are omitted when unset.
 // `open` and `request` records omit bytes_up, bytes_down, duration_ms and

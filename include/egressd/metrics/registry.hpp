@@ -174,6 +174,21 @@ class Registry {
                         std::chrono::system_clock::time_point when) noexcept;
   void reload_failed() noexcept;
 
+  // The kubernetes watcher's state, read at each scrape (any thread).
+  struct KubernetesStatus {
+    std::uint64_t pods = 0;  // egressd_kubernetes_pods
+    bool synced = false;     // egressd_kubernetes_synced
+    // egressd_kubernetes_data_age_seconds: how old the pod index may be
+    // (0 while the watches are open); nullopt before the first sync.
+    std::optional<double> data_age_seconds;
+    // egressd_kubernetes_watch_restarts_total{resource, reason}:
+    // [pods, namespaces] x [gone, closed, error, timeout].
+    std::array<std::array<std::uint64_t, 4>, 2> restarts{};
+  };
+  // Set when the config has a kubernetes section; the egressd_kubernetes_*
+  // families are written only then.
+  void set_kubernetes_source(std::function<KubernetesStatus()> source);
+
   // Where egressd_access_log_dropped_total comes from (AccessLog::dropped_total).
   // Called at each scrape; set it before serving scrapes or from any thread.
   void set_access_log_dropped_source(std::function<std::uint64_t()> source);
@@ -198,6 +213,7 @@ class Registry {
 
   mutable std::mutex source_mu_;
   std::function<std::uint64_t()> access_log_dropped_;  // guarded by source_mu_
+  std::function<KubernetesStatus()> kubernetes_;       // guarded by source_mu_
 };
 
 // Text format helpers, exposed for tests: label value escaping (\\ \" \n)

@@ -12,6 +12,8 @@
 // The second call never asks again for a name whose answer it was given
 // (a failed lookup is an answer: it fails integrity, it is never an allow).
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include "egressd/config/spec.hpp"
+#include "egressd/core/identity.hpp"
 #include "egressd/core/ip.hpp"
 #include "egressd/core/protocol.hpp"
 
@@ -29,6 +32,38 @@ namespace egressd::policy {
 
 enum class Decision : std::uint8_t { allow, deny, audit_deny };
 std::string_view to_string(Decision d) noexcept;
+
+// The identity selectors of one policy that a source pod satisfies (ids,
+// ascending). Computed once per flow by CompiledPolicy::match_identity and
+// handed to every decision about that flow; inline for the common few.
+class SelectorSet {
+ public:
+  void push_back(std::uint32_t id) {
+    if (size_ < inline_.size()) {
+      inline_[size_++] = id;
+      return;
+    }
+    if (size_ == inline_.size()) heap_.assign(inline_.begin(), inline_.end());
+    heap_.push_back(id);
+    ++size_;
+  }
+  [[nodiscard]] const std::uint32_t* begin() const noexcept {
+    return size_ > inline_.size() ? heap_.data() : inline_.data();
+  }
+  [[nodiscard]] const std::uint32_t* end() const noexcept { return begin() + size_; }
+  std::uint32_t* begin() noexcept { return size_ > inline_.size() ? heap_.data() : inline_.data(); }
+  std::uint32_t* end() noexcept { return begin() + size_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] bool contains(std::uint32_t id) const noexcept {
+    return std::binary_search(begin(), end(), id);
+  }
+
+ private:
+  std::array<std::uint32_t, 16> inline_{};
+  std::vector<std::uint32_t> heap_;
+  std::size_t size_ = 0;
+};
 
 // What the gateway learnt about one flow (rule 1).
 struct FlowFacts {
@@ -46,6 +81,12 @@ struct FlowFacts {
   bool tls_without_sni = false;
   bool ech = false;               // the ClientHello carried encrypted_client_hello (rule 10)
   std::chrono::sys_days today{};  // UTC day, for `until`
+  // The source pod, when the Kubernetes index knows the source IP; nullptr
+  // = a pod-less or unknown source, which no identity selector matches.
+  const PodIdentity* identity = nullptr;
+  // match_identity(identity) of the policy deciding, when the caller has
+  // it (once per flow); nullptr = computed inside each call.
+  const SelectorSet* selectors = nullptr;
 };
 
 // DNS answers the caller has for a name: every address seen for it within
@@ -159,14 +200,33 @@ class CompiledPolicy {
   //   and counts as matched by host for the guard.
   [[nodiscard]] Outcome decide(const FlowFacts& facts, const NameAnswers& answers) const;
 
+  // Explicit mode, before the gateway resolves a target name: the verdict
+  // when no address could change it — the name is invalid, an enforcing
+  // deny host entry matches (named even if a deny cidr entry earlier in the
+  // file would match some address), or nothing could let it through (no
+  // allow host entry applies, no allow cidr entry applies to this source
+  // and port, default deny, policy.mode enforce). A name denied anyway is
+  // then never looked up: the gateway's resolver is no channel for data
+  // (DNS exfiltration). nullopt when the address matters (resolve, then
+  // decide() per answer), and for IP literals.
+  [[nodiscard]] std::optional<Verdict> decide_by_name(const FlowFacts& facts) const;
+
   // Rule 11: can a name from the traffic still change the decision for a
   // flow from `src` to `port` on this listener? False when no host entry of
   // any rule (allow or deny) could match that source and port: the gateway
   // then decides at once, without waiting for client bytes. Rules do not
   // name listeners, so `listener` does not change the answer. O(depth of
   // the source-CIDR trie), independent of the number of rules.
+  // With `identity`, host entries of rules whose identity selectors the pod
+  // satisfies count too (cost: one identity match).
   [[nodiscard]] bool name_can_matter(std::string_view listener, const IpAddress& src,
-                                     std::uint16_t port) const noexcept;
+                                     std::uint16_t port,
+                                     const PodIdentity* identity = nullptr) const noexcept;
+
+  // The identity selectors `identity` satisfies (none for nullptr): what
+  // FlowFacts::selectors carries. Cost: a hash lookup per label of the pod
+  // and its namespace, then the few candidate selectors checked in full.
+  [[nodiscard]] SelectorSet match_identity(const PodIdentity* identity) const;
 
   [[nodiscard]] PolicyStats stats() const noexcept;
 

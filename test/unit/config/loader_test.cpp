@@ -325,7 +325,7 @@ INSTANTIATE_TEST_SUITE_P(
                     "polcy: {}\n",
                     {"t.yaml:2:1: unknown key 'polcy' at the top level (expected one of: "
                      "listeners, admin, access_log, workers, upstream, timeouts, limits, dns, "
-                     "tls, policy)"}},
+                     "tls, kubernetes, policy)"}},
         SnippetCase{"duplicate_top_level_key",
                     "workers: 1\nworkers: 2\n",
                     {"t.yaml:3:1: duplicate key 'workers' at the top level (first at 2:1)"}},
@@ -425,8 +425,8 @@ INSTANTIATE_TEST_SUITE_P(
                     {"t.yaml:4:48: policy.rules[0].to[0].ports: expected a list, got a scalar"}},
         SnippetCase{"from_empty",
                     "policy:\n  rules:\n    - {name: r, from: [], to: [{cidr: 10.0.0.0/8}]}\n",
-                    {"t.yaml:4:23: policy.rules[0].from: an empty list matches nothing; list at "
-                     "least one CIDR block"}},
+                    {"t.yaml:4:23: policy.rules[0].from: an empty list matches nothing; list "
+                     "CIDR blocks or identity selectors, or leave `from` out for any source"}},
         SnippetCase{"from_scalar",
                     "policy:\n  rules:\n    - {name: r, from: 10.0.0.0/8, to: [{cidr: "
                     "10.0.0.0/8}]}\n",
@@ -649,14 +649,15 @@ TEST(TestCases, ReportsEveryProblem) {
   const TestCasesResult r = load_test_cases_file(f);
   EXPECT_FALSE(r.ok());
   EXPECT_TRUE(r.cases.empty());
-  EXPECT_THAT(render(r.diagnostics),
-              ElementsAre(f + ":1:9: [0].src: invalid IP address '10.0.1.500'",
-                          f + ":2:3: missing required key 'src' in [1]",
-                          f + ":2:31: [1].proto: invalid value 'quic' (expected one of: tls, "
-                              "http, h2c, tcp, connect)",
-                          f + ":2:51: unknown key 'extra' in [1] (expected one of: src, dst, "
-                              "host, proto, listener, expect, rule)",
-                          f + ":3:3: [2]: expected a mapping (a test case), got a scalar"));
+  EXPECT_THAT(
+      render(r.diagnostics),
+      ElementsAre(f + ":1:9: [0].src: invalid IP address '10.0.1.500'",
+                  f + ":2:3: missing required key 'src' in [1]",
+                  f + ":2:31: [1].proto: invalid value 'quic' (expected one of: tls, "
+                      "http, h2c, tcp, connect)",
+                  f + ":2:51: unknown key 'extra' in [1] (expected one of: src, dst, "
+                      "host, proto, listener, expect, rule, namespace, labels, namespace_labels)",
+                  f + ":3:3: [2]: expected a mapping (a test case), got a scalar"));
 }
 
 TEST(TestCases, TopLevelMustBeAList) {
@@ -673,6 +674,150 @@ TEST(TestCases, TopLevelMustBeAList) {
   const TestCasesResult none = load_test_cases_text("[]\n", "c.yaml");
   EXPECT_TRUE(none.ok());
   EXPECT_TRUE(none.cases.empty());
+}
+
+}  // namespace
+}  // namespace egressd::config
+
+namespace egressd::config {
+namespace {
+
+// Identity selectors in `from` and the `kubernetes:` section (contract "Pod
+// identity"): parsed into LabelSelectors, validated with line:col.
+TEST(IdentitySelectors, ParseIntoLabelSelectors) {
+  const std::string yaml = std::string(kListener) +
+                           "kubernetes:\n"
+                           "  kubeconfig: /etc/kube/config\n"
+                           "  sync_timeout: 10s\n"
+                           "policy:\n"
+                           "  rules:\n"
+                           "    - name: stripe\n"
+                           "      from:\n"
+                           "        - 10.0.1.0/24\n"
+                           "        - namespace: payments\n"
+                           "        - namespaceSelector: {matchLabels: {team: billing}}\n"
+                           "          podSelector:\n"
+                           "            matchExpressions:\n"
+                           "              - {key: app, operator: In, values: [worker, api, api]}\n"
+                           "              - {key: example.com/tier, operator: DoesNotExist}\n"
+                           "        - podSelector: {}\n"
+                           "      to: [{host: api.stripe.com, ports: [443]}]\n"
+                           "  tests:\n"
+                           "    - {src: 10.0.9.9, dst: \"1.2.3.4:443\", host: api.stripe.com,\n"
+                           "       namespace: payments, labels: {app: api},\n"
+                           "       namespace_labels: {team: billing}, expect: allow}\n";
+  const LoadResult r = load_config_text(yaml, "t.yaml", fixed_today());
+  ASSERT_TRUE(r.ok()) << ::testing::PrintToString(render(r.diagnostics));
+  const ConfigSpec& c = *r.config;
+  ASSERT_TRUE(c.kubernetes);
+  EXPECT_EQ(c.kubernetes->kubeconfig, "/etc/kube/config");
+  EXPECT_EQ(c.kubernetes->sync_timeout, std::chrono::seconds(10));
+  const RuleSpec& rule = c.policy.rules.at(0);
+  ASSERT_EQ(rule.from.size(), 1U);
+  ASSERT_EQ(rule.from_identities.size(), 3U);
+  using Op = LabelRequirement::Operator;
+  const auto& ns = rule.from_identities[0];
+  ASSERT_TRUE(ns.namespace_selector);
+  EXPECT_FALSE(ns.pod_selector);
+  ASSERT_EQ(ns.namespace_selector->requirements.size(), 1U);
+  EXPECT_EQ(ns.namespace_selector->requirements[0].key, "kubernetes.io/metadata.name");
+  EXPECT_EQ(ns.namespace_selector->requirements[0].values, std::vector<std::string>{"payments"});
+  const auto& both = rule.from_identities[1];
+  ASSERT_TRUE(both.namespace_selector && both.pod_selector);
+  EXPECT_EQ(both.namespace_selector->requirements[0].key, "team");
+  ASSERT_EQ(both.pod_selector->requirements.size(), 2U);
+  EXPECT_EQ(both.pod_selector->requirements[0].key, "app");
+  EXPECT_EQ(both.pod_selector->requirements[0].op, Op::in);
+  EXPECT_EQ(both.pod_selector->requirements[0].values, (std::vector<std::string>{"api", "worker"}));
+  EXPECT_EQ(both.pod_selector->requirements[1].op, Op::does_not_exist);
+  const auto& all = rule.from_identities[2];
+  ASSERT_TRUE(all.pod_selector);
+  EXPECT_TRUE(all.pod_selector->requirements.empty());
+  const TestCase& t = c.policy.tests.at(0);
+  EXPECT_EQ(t.namespace_name, "payments");
+  EXPECT_EQ(t.labels, (Labels{{"app", "api"}}));
+  EXPECT_EQ(t.namespace_labels,
+            (Labels{{"kubernetes.io/metadata.name", "payments"}, {"team", "billing"}}));
+}
+
+TEST(IdentitySelectors, EveryMistakeWithItsPosition) {
+  const std::string yaml =
+      std::string(kListener) +
+      "kubernetes: {}\n"
+      "policy:\n"
+      "  rules:\n"
+      "    - name: r\n"
+      "      from:\n"
+      "        - {namespace: Payments}\n"
+      "        - {podSelector: {matchLabels: {\"-app\": x}}}\n"
+      "        - {podSelector: {matchLabels: {app: \"bad value!\"}}}\n"
+      "        - {podSelector: {matchExpressions: [{key: app, operator: In}]}}\n"
+      "        - {podSelector: {matchExpressions: [{key: app, operator: Exists, values: [a]}]}}\n"
+      "        - {podSelector: {matchExpressions: [{key: app, operator: Maybe, values: [a]}]}}\n"
+      "        - {namespace: a, namespaceSelector: {}}\n"
+      "        - {nodeSelector: {}}\n"
+      "        - {}\n"
+      "        - {podSelector: {matchLabels: {UPPER.example.com/x: y}}}\n"
+      "      to: [{cidr: 10.0.0.0/8}]\n";
+  const LoadResult r = load_config_text(yaml, "t.yaml", fixed_today());
+  EXPECT_FALSE(r.ok());
+  const auto d = render(r.diagnostics);
+  const auto has = [&](const std::string& text) {
+    return std::any_of(d.begin(), d.end(),
+                       [&](const std::string& x) { return x.find(text) != std::string::npos; });
+  };
+  EXPECT_TRUE(has("t.yaml:7:23: policy.rules[0].from[0].namespace: invalid namespace 'Payments'"))
+      << ::testing::PrintToString(d);
+  EXPECT_TRUE(
+      has("t.yaml:8:40: policy.rules[0].from[1].podSelector.matchLabels: invalid label "
+          "key '-app'"))
+      << ::testing::PrintToString(d);
+  EXPECT_TRUE(has("invalid label value 'bad value!'"));
+  EXPECT_TRUE(has("In and NotIn need a non-empty `values` list"));
+  EXPECT_TRUE(has("Exists and DoesNotExist take no `values`"));
+  EXPECT_TRUE(has("invalid value 'Maybe' (expected one of: In, NotIn, Exists, DoesNotExist)"));
+  EXPECT_TRUE(has("give either namespace or namespaceSelector, not both"));
+  EXPECT_TRUE(has("unknown key 'nodeSelector'"));
+  EXPECT_TRUE(has("an identity selector needs namespace, namespaceSelector or podSelector"));
+  EXPECT_TRUE(has("the key's prefix must be a DNS subdomain"));
+  EXPECT_EQ(d.size(), 11U) << ::testing::PrintToString(d);
+}
+
+TEST(IdentitySelectors, NeedAKubernetesSection) {
+  const std::string yaml = std::string(kListener) +
+                           "policy:\n"
+                           "  rules:\n"
+                           "    - {name: r, from: [{namespace: a}], to: [{cidr: 10.0.0.0/8}]}\n";
+  const LoadResult r = load_config_text(yaml, "t.yaml", fixed_today());
+  EXPECT_THAT(render(r.diagnostics),
+              ElementsAre("t.yaml:4:24: policy.rules[0].from[0]: identity selectors need a "
+                          "`kubernetes:` section (pod identity comes from the Kubernetes API)"));
+}
+
+TEST(IdentitySelectors, CaseLabelsNeedANamespace) {
+  const std::string yaml = std::string(kListener) +
+                           "policy:\n"
+                           "  tests:\n"
+                           "    - {src: 10.0.0.1, dst: \"1.2.3.4:443\", labels: {app: a}, "
+                           "expect: deny}\n";
+  const LoadResult r = load_config_text(yaml, "t.yaml", fixed_today());
+  EXPECT_THAT(render(r.diagnostics),
+              ElementsAre(::testing::HasSubstr("a source pod's labels need its `namespace`")));
+}
+
+TEST(LabelSyntax, KeysValuesAndNamespaces) {
+  for (const char* good : {"app", "app.kubernetes.io/name", "a", "A-b_c.d", "x/y", "k8s.io/a"})
+    EXPECT_FALSE(label_key_problem(good)) << good;
+  for (const char* bad :
+       {"", "-a", "a-", "a/b/c", "/a", "a/", "Upper.io/a", "a..b/c", "a b", "a\xc3\xa9"})
+    EXPECT_TRUE(label_key_problem(bad)) << bad;
+  EXPECT_TRUE(label_key_problem(std::string(64, 'a')));
+  EXPECT_FALSE(label_key_problem(std::string(63, 'a')));
+  for (const char* good : {"", "v1", "a.b-c_d"}) EXPECT_FALSE(label_value_problem(good)) << good;
+  for (const char* bad : {"-v", "v-", "a b", "a/b"}) EXPECT_TRUE(label_value_problem(bad)) << bad;
+  for (const char* good : {"payments", "a", "team-1"}) EXPECT_FALSE(namespace_name_problem(good));
+  for (const char* bad : {"", "Payments", "-a", "a-", "a.b", "a_b"})
+    EXPECT_TRUE(namespace_name_problem(bad)) << bad;
 }
 
 }  // namespace
