@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include <boost/json.hpp>
@@ -144,6 +145,9 @@ struct Entry {
   Cidr cidr;
   std::set<std::uint16_t> ports;
   std::set<IpAddress> sources;
+  // Namespaces of the sources; by_namespace while every source had one.
+  std::set<std::string> namespaces;
+  bool by_namespace = true;
   std::set<std::string> names;  // distinct names behind a host pattern
   bool resolve = false;
   std::size_t flows = 0;
@@ -354,6 +358,10 @@ void Learner::add_line(std::string_view line) {
   if (const auto* p = string_field(*o, "proto"))
     obs.proto = parse_proto(sv(*p)).value_or(Proto::tcp);
   obs.integrity_failed = rule == "builtin:integrity";
+  if (const auto* ns = string_field(*o, "namespace");
+      ns != nullptr && cfg_.kubernetes && !config::namespace_name_problem(sv(*ns))) {
+    obs.namespace_name = std::string(sv(*ns));
+  }
   std::string_view listener;
   if (const auto* l = string_field(*o, "listener")) listener = sv(*l);
 
@@ -392,8 +400,13 @@ void Learner::add_line(std::string_view line) {
   }
 }
 
-policy::FlowFacts Learner::facts_of(const Observation& obs) const {
+policy::FlowFacts Learner::facts_of(const Observation& obs, PodIdentity& pod) const {
   policy::FlowFacts facts;
+  if (!obs.namespace_name.empty()) {
+    pod.namespace_name = obs.namespace_name;
+    pod.namespace_labels = {{std::string(kNamespaceNameLabel), obs.namespace_name}};
+    facts.identity = &pod;
+  }
   facts.transparent = obs.transparent;
   facts.src = obs.src;
   facts.dst = obs.dst;
@@ -424,7 +437,8 @@ void Learner::add_observation(Observation obs, std::string_view listener) {
   }
 
   // Judged again by the current config: the log may predate a fix.
-  policy::FlowFacts facts = facts_of(obs);
+  PodIdentity pod;
+  policy::FlowFacts facts = facts_of(obs, pod);
   facts.listener = listener;
   const policy::AssumeIntegrity assume;
   const policy::Verdict v = policy_->decide(facts, assume).verdict;
@@ -484,21 +498,39 @@ LearnResult Learner::suggest() const {
     }
     e->ports.insert(obs.port);
     e->sources.insert(obs.src);
+    if (obs.namespace_name.empty()) {
+      e->by_namespace = false;
+    } else {
+      e->namespaces.insert(obs.namespace_name);
+    }
     e->flows += n;
   }
 
   // Rules: one per (site, from), the site being the registrable domain
   // for names and "addresses" for cidr entries.
+  // Sources that are pods (records with `namespace`, a kubernetes section)
+  // are grouped by namespace instead of by address block: pod IPs change
+  // with every rollout, namespaces do not.
   struct Group {
     std::vector<Cidr> from;
+    std::vector<std::string> namespaces;
     std::vector<const Entry*> entries;
     std::size_t flows = 0;
   };
-  std::map<std::pair<std::string, std::vector<Cidr>>, Group> groups;
+  std::map<std::tuple<std::string, std::vector<std::string>, std::vector<Cidr>>, Group> groups;
   auto add_to_group = [&](std::string site, const Entry& e) {
-    std::vector<Cidr> from = from_for(e.sources, options_.max_source_blocks);
-    Group& g = groups[{std::move(site), from}];
+    std::vector<Cidr> from;
+    std::vector<std::string> namespaces;
+    if (e.by_namespace && !e.namespaces.empty()) {
+      if (e.namespaces.size() <= options_.max_source_blocks) {
+        namespaces.assign(e.namespaces.begin(), e.namespaces.end());
+      }
+    } else {
+      from = from_for(e.sources, options_.max_source_blocks);
+    }
+    Group& g = groups[{std::move(site), namespaces, from}];
     g.from = std::move(from);
+    g.namespaces = std::move(namespaces);
     g.entries.push_back(&e);
     g.flows += e.flows;
   };
@@ -519,7 +551,9 @@ LearnResult Learner::suggest() const {
   for (const auto& r : cfg_.policy.rules) taken.insert(r.name);
   std::vector<std::pair<const Group*, std::string>> order;
   for (const auto& [key, g] : groups) {
-    const std::string site = key.first == "~addresses" ? "addresses" : key.first;
+    const std::string& first = std::get<0>(key);
+    std::string site = first == "~addresses" ? "addresses" : first;
+    if (g.namespaces.size() == 1) site = g.namespaces.front() + "-" + site;
     order.emplace_back(&g, unique_name(rule_name_for(site), taken));
   }
 
@@ -529,7 +563,23 @@ LearnResult Learner::suggest() const {
     config::RuleSpec rule;
     rule.name = name;
     rule.from = g->from;
+    for (const std::string& ns : g->namespaces) {
+      config::IdentitySelector sel;
+      config::LabelSelector by_name;
+      by_name.requirements.push_back(
+          {std::string(kNamespaceNameLabel), config::LabelRequirement::Operator::in, {ns}});
+      sel.namespace_selector = std::move(by_name);
+      rule.from_identities.push_back(std::move(sel));
+    }
     body += "    - name: " + yaml_quote(name) + "  # " + plural(g->flows, "flow", "flows") + "\n";
+    if (!g->namespaces.empty()) {
+      body += "      from: [";
+      for (std::size_t i = 0; i < g->namespaces.size(); ++i) {
+        if (i > 0) body += ", ";
+        body += "{namespace: " + yaml_quote(g->namespaces[i]) + "}";
+      }
+      body += "]\n";
+    }
     if (!g->from.empty()) {
       body += "      from: [";
       for (std::size_t i = 0; i < g->from.size(); ++i) {
@@ -574,7 +624,8 @@ LearnResult Learner::suggest() const {
     const auto merged = policy::CompiledPolicy::compile(spec, cfg_.tls);
     const policy::AssumeIntegrity assume;
     for (const auto& [obs, n] : observations_) {
-      const policy::Verdict v = merged->decide(facts_of(obs), assume).verdict;
+      PodIdentity pod;
+      const policy::Verdict v = merged->decide(facts_of(obs, pod), assume).verdict;
       if (v.decision == policy::Decision::allow) {
         result.covered += n;
       } else {

@@ -29,7 +29,8 @@ struct LearnOptions {
   // Distinct destination addresses in one /24 (IPv4) or /64 (IPv6) before
   // the block is suggested instead of each address.
   std::size_t min_addresses_for_block = 3;
-  // More source blocks (/24 or /64) than this and `from` is omitted.
+  // More source blocks (/24 or /64), or namespaces, than this and `from` is
+  // omitted.
   std::size_t max_source_blocks = 8;
   // The UTC day `until` is compared with when re-judging flows.
   std::chrono::sys_days today{};
@@ -73,13 +74,17 @@ class Learner {
     Proto proto = Proto::tcp;
     bool transparent = true;
     bool integrity_failed = false;  // denied as builtin:integrity: suggest `resolve`
+    // The source pod's namespace from the record ("" = a pod-less source):
+    // with a kubernetes section, `from` is suggested by namespace.
+    std::string namespace_name;
     friend auto operator<=>(const Observation&, const Observation&) = default;
   };
 
  private:
   void add_observation(Observation obs, std::string_view listener);
-  // The flow an observation stands for, as decide() takes it.
-  [[nodiscard]] policy::FlowFacts facts_of(const Observation& obs) const;
+  // The flow an observation stands for, as decide() takes it; `pod` holds
+  // its source identity (namespace only) and must outlive the facts.
+  [[nodiscard]] policy::FlowFacts facts_of(const Observation& obs, PodIdentity& pod) const;
   void not_covered(const std::string& why, std::size_t n = 1);
 
   const config::ConfigSpec& cfg_;

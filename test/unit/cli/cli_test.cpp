@@ -30,7 +30,7 @@ struct CliRun {
   std::string err;
 };
 
-CliRun run(std::initializer_list<std::string> args, const RunGateway& gateway = {}) {
+CliRun run(const std::vector<std::string>& args, const RunGateway& gateway = {}) {
   std::vector<std::string> storage{"egressd"};
   storage.insert(storage.end(), args.begin(), args.end());
   std::vector<const char*> argv;
@@ -229,6 +229,27 @@ TEST(ExplainIntegrity, FailedIntegrityCannotHappenWithoutNetwork) {
   EXPECT_EQ(o.at("integrity").as_string(), "verify");
 }
 
+TEST(ExplainIdentity, TheSourcePodFromTheCommandLine) {
+  const std::string config = kData + "/cli/identity.yaml";
+  const auto decide = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{"explain",        "--config", config,
+                                  "--src",          "10.0.1.5", "--dst",
+                                  "3.18.12.63:443", "--host",   "api.stripe.com"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const CliRun r = run(args);
+    EXPECT_EQ(r.code, kExitOk) << r.err;
+    return std::string(explain_json(r).at("rule").as_string());
+  };
+  EXPECT_EQ(decide({"--namespace", "payments", "--labels", "app=api,tier=web"}), "payments-api");
+  EXPECT_EQ(decide({"--namespace", "payments", "--labels", "app=web"}), "default");
+  EXPECT_EQ(decide({"--namespace", "shop", "--namespace-labels", "team=billing"}), "payments-api");
+  EXPECT_EQ(decide({}), "default") << "no namespace: a pod-less IP";
+  // The namespace always carries its own name as a label.
+  EXPECT_EQ(decide({"--namespace", "payments", "--labels", "app=api", "--namespace-labels",
+                    "kubernetes.io/metadata.name=other"}),
+            "payments-api");
+}
+
 struct BadUsage {
   const char* label;
   std::vector<std::string> args;
@@ -269,6 +290,20 @@ INSTANTIATE_TEST_SUITE_P(
                  {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--listener", "nope"},
                  "--listener"},
         BadUsage{"missing_dst", {"--src", "10.0.1.5"}, "--dst"},
+        BadUsage{"labels_without_namespace",
+                 {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--labels", "app=a"},
+                 "--namespace"},
+        BadUsage{
+            "bad_label_list",
+            {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--namespace", "a", "--labels", "app"},
+            "--labels"},
+        BadUsage{
+            "bad_label_key",
+            {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--namespace", "a", "--labels", "-x=1"},
+            "--labels"},
+        BadUsage{"bad_namespace",
+                 {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--namespace", "Pay"},
+                 "--namespace"},
         BadUsage{
             "unknown_flag", {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--bogus"}, "--bogus"}),
     [](const auto& test_info) { return std::string(test_info.param.label); });

@@ -499,3 +499,66 @@ TEST(RegistrableDomain, SmallPublicSuffixList) {
 
 }  // namespace
 }  // namespace egressd::cli
+
+namespace egressd::cli {
+namespace {
+
+// Records with `namespace` (a gateway with a kubernetes section): `from` is
+// suggested by namespace, not by pod IP block; pod-less sources keep CIDRs.
+TEST(LearnIdentity, GroupsPodSourcesByNamespace) {
+  const std::string config_text =
+      "listeners: [{name: transparent, address: \"0.0.0.0:15001\"}]\n"
+      "kubernetes: {}\n"
+      "policy: {rules: [{name: github, to: [{host: github.com, ports: [443]}]}]}\n";
+  const config::LoadResult loaded = config::load_config_text(config_text, "k.yaml");
+  ASSERT_TRUE(loaded.ok());
+  const auto policy = policy::CompiledPolicy::compile(loaded.config->policy, loaded.config->tls);
+  const auto line = [](const char* src, const char* ns, const char* host) {
+    std::string l =
+        R"({"time":"2026-12-05T02:00:00.000Z","event":"flow","listener":"transparent","src":")";
+    l += src;
+    l += "\"";
+    if (ns != nullptr) l += std::string(",\"namespace\":\"") + ns + "\",\"pod\":\"p\"";
+    l += R"(,"dst":"3.18.12.63:443","proto":"tls","host":")";
+    l += host;
+    l += R"(","decision":"deny","rule":"default","reason":"x","close":"denied"})";
+    return l;
+  };
+  LearnOptions options;
+  options.today = utc_today();
+  Learner learner(*loaded.config, policy, options);
+  // Pods of payments on three nodes' ranges, one of shop, and a node.
+  learner.add_line(line("10.1.0.5:1", "payments", "api.stripe.com"));
+  learner.add_line(line("10.2.7.9:1", "payments", "api.stripe.com"));
+  learner.add_line(line("10.3.1.1:1", "payments", "api.stripe.com"));
+  learner.add_line(line("10.4.0.2:1", "shop", "api.stripe.com"));
+  learner.add_line(line("192.168.0.10:1", nullptr, "files.stripe.com"));
+  const LearnResult r = learner.suggest();
+  ASSERT_EQ(r.rules.size(), 2U) << r.yaml;
+  std::vector<std::string> namespaces;
+  for (const auto& rule : r.rules) {
+    for (const auto& sel : rule.from_identities) {
+      namespaces.push_back(sel.namespace_selector->requirements.front().values.front());
+    }
+  }
+  EXPECT_EQ(namespaces, (std::vector<std::string>{"payments", "shop"})) << r.yaml;
+  EXPECT_THAT(r.yaml, HasSubstr(R"(from: [{namespace: "payments"}, {namespace: "shop"}])"));
+  EXPECT_THAT(r.yaml, HasSubstr(R"(from: ["192.168.0.10/32"])"));
+  EXPECT_EQ(r.covered, 5U) << r.yaml;
+
+  // Without a kubernetes section the namespace is ignored: CIDRs as before.
+  const std::string plain = "listeners: [{name: transparent, address: \"0.0.0.0:15001\"}]\n";
+  const config::LoadResult no_k8s = config::load_config_text(plain, "p.yaml");
+  ASSERT_TRUE(no_k8s.ok());
+  Learner by_address(*no_k8s.config,
+                     policy::CompiledPolicy::compile(no_k8s.config->policy, no_k8s.config->tls),
+                     options);
+  by_address.add_line(line("10.1.0.5:1", "payments", "api.stripe.com"));
+  const LearnResult a = by_address.suggest();
+  ASSERT_EQ(a.rules.size(), 1U);
+  EXPECT_TRUE(a.rules[0].from_identities.empty());
+  EXPECT_EQ(a.rules[0].from.size(), 1U);
+}
+
+}  // namespace
+}  // namespace egressd::cli

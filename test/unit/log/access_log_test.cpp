@@ -78,6 +78,23 @@ TEST(RecordLine, FullRecordMatchesContractExample) {
             "\n");
 }
 
+TEST(RecordLine, SourcePodFieldsAfterSrc) {
+  FlowRecord r = full_record();
+  auto pod = std::make_shared<PodIdentity>();
+  pod->namespace_name = "payments";
+  pod->pod = "api-7d9f8-x2kqp";
+  pod->service_account = "api\"sa";  // escaped like any string
+  r.source_pod = pod;
+  const std::string line = line_of(r);
+  EXPECT_NE(line.find(R"("src":"10.0.1.5:43122","namespace":"payments","pod":"api-7d9f8-x2kqp",)"
+                      R"("service_account":"api\"sa","dst":)"),
+            std::string::npos)
+      << line;
+  // A pod without a service account: the field is omitted.
+  pod->service_account.clear();
+  EXPECT_EQ(line_of(r).find("service_account"), std::string::npos);
+}
+
 TEST(RecordLine, MinimalAndEventSpecificRecords) {
   struct Case {
     const char* name;
