@@ -371,20 +371,7 @@ awaitable<void> run_tunnel(Worker& worker, const Snapshot& snapshot, FlowScope& 
     }
   }
 
-  if (!first.empty()) {
-    auto [ec, n] = co_await asio::async_write(upstream, asio::buffer(first), kNoThrow);
-    flow.control.bytes_up += n;
-    if (ec) {
-      rec.close = log::CloseReason::reset;
-      co_return;
-    }
-    std::vector<std::uint8_t>().swap(first);  // idle tunnels hold no sniff buffer
-  }
-  flow.active().idle = snapshot.timeouts.idle;
-  relay::RelayOptions options;
-  options.pipes = &worker.pipes();
-  options.buffers = &worker.buffers();
-  rec.close = to_close(co_await relay::relay(client, upstream, options, flow.control));
+  rec.close = co_await relay_flow(worker, flow, client, upstream, first, snapshot.timeouts.idle);
 }
 
 }  // namespace
@@ -680,15 +667,6 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
     if (switched) {
       // WebSocket and the like: what either side sent past the heads goes
       // first, then the connection is relayed as opaque bytes.
-      if (in.size() > 0) {
-        auto [ec, n] = co_await asio::async_write(upstream, in.data(), kNoThrow);
-        flow.control.bytes_up += n;
-        in.consume(in.size());
-        if (ec) {
-          rec.close = log::CloseReason::reset;
-          co_return;
-        }
-      }
       if (upstream_in.size() > 0) {
         auto [ec, n] = co_await asio::async_write(client, upstream_in.data(), kNoThrow);
         flow.control.bytes_down += n;
@@ -698,10 +676,12 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
           co_return;
         }
       }
-      relay::RelayOptions options;
-      options.pipes = &worker.pipes();
-      options.buffers = &worker.buffers();
-      rec.close = to_close(co_await relay::relay(client, upstream, options, flow.control));
+      const auto data = in.data();
+      std::vector<std::uint8_t> first(static_cast<const std::uint8_t*>(data.data()),
+                                      static_cast<const std::uint8_t*>(data.data()) + data.size());
+      in.consume(in.size());
+      rec.close =
+          co_await relay_flow(worker, flow, client, upstream, first, snapshot->timeouts.idle);
       co_return;
     }
     if (!keep_alive) {

@@ -240,21 +240,8 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   }
 
   // Replay what sniffing read, then relay.
-  if (!sniffed_bytes.empty()) {
-    auto [wec, n] = co_await asio::async_write(upstream, asio::buffer(sniffed_bytes), kNoThrow);
-    flow.control.bytes_up += n;
-    if (wec) {
-      rec.close = log::CloseReason::reset;
-      co_return;
-    }
-    std::vector<std::uint8_t>().swap(sniffed_bytes);  // idle flows hold no sniff buffer
-  }
-  relay::RelayOptions options;
-  flow.active().idle = snapshot->timeouts.idle;
-  options.pipes = &worker.pipes();
-  options.buffers = &worker.buffers();
-  const relay::EndReason end = co_await relay::relay(client, upstream, options, flow.control);
-  rec.close = to_close(end);
+  rec.close =
+      co_await relay_flow(worker, flow, client, upstream, sniffed_bytes, snapshot->timeouts.idle);
 }
 
 }  // namespace egressd::flow

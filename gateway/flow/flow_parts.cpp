@@ -252,4 +252,20 @@ PodIdentityPtr find_source_pod(const Worker& worker, const IpAddress& src) {
   return snapshot ? snapshot->find(src) : nullptr;
 }
 
+awaitable<log::CloseReason> relay_flow(Worker& worker, FlowScope& flow, tcp::socket& client,
+                                       tcp::socket& upstream, std::vector<std::uint8_t>& first,
+                                       std::chrono::milliseconds idle) {
+  if (!first.empty()) {
+    auto [ec, n] = co_await asio::async_write(upstream, asio::buffer(first), kNoThrow);
+    flow.control.bytes_up += n;
+    if (ec) co_return log::CloseReason::reset;
+    std::vector<std::uint8_t>().swap(first);
+  }
+  flow.active().idle = idle;
+  relay::RelayOptions options;
+  options.pipes = &worker.pipes();
+  options.buffers = &worker.buffers();
+  co_return to_close(co_await relay::relay(client, upstream, options, flow.control));
+}
+
 }  // namespace egressd::flow

@@ -97,6 +97,16 @@ struct Sniffed {
   std::string_view problem;     // static text from the parser
 };
 
+// The relay step of every flow: `first` (bytes read before the decision)
+// goes upstream and is freed — idle flows hold no sniff buffer — then both
+// directions run, with `idle` enforced by the worker's sweep, until the
+// flow ends. Returns the close reason.
+boost::asio::awaitable<log::CloseReason> relay_flow(Worker& worker, FlowScope& flow,
+                                                    boost::asio::ip::tcp::socket& client,
+                                                    boost::asio::ip::tcp::socket& upstream,
+                                                    std::vector<std::uint8_t>& first,
+                                                    std::chrono::milliseconds idle);
+
 // limits.max_connections and limits.max_connections_per_source for the
 // flow's source (record.src must be set). False when over either: the
 // client is closed and the flow recorded as builtin:limit.

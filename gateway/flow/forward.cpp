@@ -187,12 +187,9 @@ awaitable<void> run_forward_flow(Worker& worker, std::shared_ptr<const ListenerI
       co_return;
     }
   }
-  relay::RelayOptions options;
-  flow.active().idle = snapshot->timeouts.idle;
-  options.pipes = &worker.pipes();
-  options.buffers = &worker.buffers();
-  const relay::EndReason end = co_await relay::relay(client, upstream, options, flow.control);
-  rec.close = to_close(end);
+  std::vector<std::uint8_t> nothing_sniffed;  // the agent reads no client bytes itself
+  rec.close =
+      co_await relay_flow(worker, flow, client, upstream, nothing_sniffed, snapshot->timeouts.idle);
 }
 
 }  // namespace egressd::flow

@@ -341,6 +341,14 @@ struct CompiledPolicy::Impl {
     return out;
   }
 
+  // The identity selectors the flow's source pod satisfies: the flow's own
+  // match when it brings one (once per flow), else computed into `scratch`.
+  const SelectorSet& selectors_of(const FlowFacts& f, SelectorSet& scratch) const {
+    if (f.selectors != nullptr) return *f.selectors;
+    if (!identities.empty()) identities.match(f.identity, scratch);
+    return scratch;
+  }
+
   // Calls fn(entry id) for every host entry whose pattern matches the
   // canonical DNS name `name` (ports and `from` not checked).
   template <class Fn>
@@ -710,13 +718,9 @@ std::optional<Verdict> CompiledPolicy::decide_by_name(const FlowFacts& f) const 
   }
   if (name.is_ip) return std::nullopt;  // nothing to resolve
   const std::string_view name_text = name.text();
-  detail::SelectorIds computed;
-  const SelectorSet* selectors = f.selectors;
-  if (selectors == nullptr) {
-    if (!p.identities.empty()) p.identities.match(f.identity, computed);
-    selectors = &computed;
-  }
-  const Source source{f.src, *selectors};
+  SelectorSet computed;
+  const SelectorSet& selectors = p.selectors_of(f, computed);
+  const Source source{f.src, selectors};
 
   // The first-in-file host entry that applies decides whether the address
   // can matter: an enforcing deny denies whatever the address; an allow, or
@@ -739,7 +743,7 @@ std::optional<Verdict> CompiledPolicy::decide_by_name(const FlowFacts& f) const 
   // Nothing names it: only an allow cidr entry, the default or audit can
   // let it through, and each of those needs the address.
   if (needs_address || p.default_action == Action::allow || p.mode == PolicyMode::audit ||
-      p.allow_cidr_sources.contains(f.src, *selectors, f.port)) {
+      p.allow_cidr_sources.contains(f.src, selectors, f.port)) {
     return std::nullopt;
   }
   return deny_verdict(kRuleDefault, "no rule matched; default deny");
@@ -762,18 +766,13 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
   }
   const std::string_view name_text = name.text();
 
+  SelectorSet computed;
+  const SelectorSet& selectors = p.selectors_of(f, computed);
+  const Source source{f.src, selectors};
+
   // Rule 7, address-only classes: named before everything but rule 2, so
   // a flow to the metadata address or to the gateway itself is
   // builtin:guard whether or not a rule matches it and whatever its name.
-  // The identity selectors the source pod satisfies: the flow's own match
-  // when it has one, else computed here.
-  detail::SelectorIds computed;
-  const SelectorSet* selectors = f.selectors;
-  if (selectors == nullptr) {
-    if (!p.identities.empty()) p.identities.match(f.identity, computed);
-    selectors = &computed;
-  }
-  const Source source{f.src, *selectors};
 
   if (auto g = p.address_guard(f.dst, source, f.port)) {
     return final_outcome(guard_verdict(std::move(*g), false));
