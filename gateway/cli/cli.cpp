@@ -328,6 +328,13 @@ int dispatch(int argc, const char* const* argv, std::ostream& out, std::ostream&
   app.set_version_flag("--version", std::string("egressd ") + kVersion);
   app.require_subcommand(1, 1);
   app.failure_message(CLI::FailureMessage::simple);
+  // `run` is the default command: its options belong on the first page.
+  app.footer(
+      "Run (the default command): egressd [run] --config FILE [--log-level LEVEL]\n"
+      "  --config FILE        the config to serve (YAML; see docs/config.md)\n"
+      "  --log-level LEVEL    debug | info | warn | error (default: info)\n"
+      "\n"
+      "egressd SUBCOMMAND --help shows a subcommand's options.");
 
   std::string config_path;
   std::string log_level = "info";

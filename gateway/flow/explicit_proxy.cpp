@@ -577,6 +577,9 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
     rec.upstream = upstream_ep;
 
     if (is_connect) {
+      // A tunnel is one decision for its whole life: revoke_on_reload may
+      // judge it again (forwarded requests are judged one by one anyway).
+      flow.active().admitted = true;
       in.consume(head.head_length);
       co_await run_tunnel(worker, *snapshot, flow, client, upstream, in, judged.name,
                           judged.name_is_ip, verdict);

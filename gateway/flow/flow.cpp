@@ -210,6 +210,8 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
     co_return;
   }
 
+  flow.active().admitted = true;  // what policy.revoke_on_reload judges again
+
   // Connect to the address that was checked, never re-resolving.
   const Endpoint upstream_ep{*verdict.connect_to, dst->port};
   tcp::socket upstream(client.get_executor());

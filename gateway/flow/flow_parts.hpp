@@ -41,6 +41,8 @@ class FlowScope {
     record.time = std::chrono::system_clock::now();
     record.listener = listener.name;
     started_ = std::chrono::steady_clock::now();
+    it_->record = &record;
+    it_->transparent = listener.mode != config::ListenerMode::explicit_proxy;
     note_flow_opened(worker_, listener_);
   }
   FlowScope(const FlowScope&) = delete;

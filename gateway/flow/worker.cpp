@@ -11,9 +11,12 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
 
 #include "egressd/log/access_log.hpp"
+#include "egressd/log/record.hpp"
 #include "egressd/metrics/registry.hpp"
+#include "flow_services.hpp"
 
 namespace egressd::flow {
 namespace asio = boost::asio;
@@ -165,6 +168,46 @@ void Worker::stop_flows(relay::EndReason reason) {
       if (f.control != nullptr) f.control->stop_reason = reason;
       if (f.client != nullptr) f.client->close(ignored);
       if (f.upstream != nullptr) f.upstream->close(ignored);
+    }
+  });
+}
+
+void Worker::revoke(std::shared_ptr<const Snapshot> s) {
+  asio::post(io_, [this, s = std::move(s)] {
+    const auto today = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
+    std::size_t revoked = 0;
+    for (auto& f : flows_) {
+      if (!f.admitted || f.stop_requested || f.record == nullptr || !f.record->dst) continue;
+      const log::FlowRecord& r = *f.record;
+      policy::FlowFacts facts;
+      facts.listener = r.listener;
+      facts.transparent = f.transparent;
+      facts.src = r.src.ip;
+      facts.dst = r.dst->ip;
+      facts.port = r.dst->port;
+      facts.proto = r.proto;
+      if (r.host) facts.name = *r.host;
+      facts.tls_without_sni = r.proto == Proto::tls && !r.host;
+      facts.ech = r.ech.value_or(false);
+      facts.identity = r.source_pod.get();
+      facts.today = today;
+      const policy::Outcome o = decide(*this, *s->policy, facts, nullptr);
+      if (o.needs_lookup || o.verdict.decision != policy::Decision::deny) continue;
+      f.record->decision = log::Decision::deny;
+      f.record->rule = std::string(o.verdict.rule);
+      f.record->reason = "revoked by a reload: " + o.verdict.reason;
+      f.record->integrity.reset();
+      f.stop_requested = true;
+      f.stop_reason = relay::EndReason::revoked;
+      if (f.control != nullptr) f.control->stop_reason = relay::EndReason::revoked;
+      boost::system::error_code ignored;
+      if (f.client != nullptr) f.client->close(ignored);
+      if (f.upstream != nullptr) f.upstream->close(ignored);
+      ++revoked;
+    }
+    if (revoked > 0) {
+      spdlog::info("reload: revoked {} open flow(s) the new policy denies (worker {})", revoked,
+                   index_);
     }
   });
 }

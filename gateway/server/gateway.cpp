@@ -20,6 +20,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "config_watcher.hpp"
 #include "egressd/admin/admin_server.hpp"
 #include "egressd/cli/validate.hpp"
 #include "egressd/dns/cache.hpp"
@@ -250,6 +251,14 @@ class Gateway {
     asio::signal_set hup(control_io_, SIGHUP, SIGUSR1);
     wait_term(signals);
     wait_hup_usr1(hup);
+    // The config file is watched (ConfigMap `..data` swaps, rename-over,
+    // in-place writes); a change reloads like SIGHUP, after 200 ms of quiet.
+    config_watcher_ = std::make_unique<ConfigWatcher>(
+        control_io_, config_path_, std::chrono::milliseconds(200), [this] { reload(); });
+    if (auto error = config_watcher_->start()) {
+      spdlog::warn("not watching {} ({}); SIGHUP still reloads", config_path_, *error);
+      config_watcher_.reset();
+    }
     control_io_.run();
 
     if (watcher_) watcher_->stop();
@@ -349,7 +358,12 @@ class Gateway {
 
   // SIGHUP: a config that fails validation or its own tests is rejected
   // whole; the old policy keeps serving.
+  // SIGHUP and the config watcher: validate, run the config's own tests,
+  // compile, then swap; a rejected file leaves the serving config as it is.
   void reload() {
+    if (config_watcher_) {
+      if (auto content = read_file(config_path_)) config_watcher_->loaded(*content);
+    }
     auto v = cli::load_and_validate(config_path_, cli::utc_today());
     for (const auto& d : v.diagnostics) spdlog::warn("{}", d.to_string());
     if (!v.ok()) {
@@ -364,6 +378,9 @@ class Gateway {
           watcher_ ? "as before" : "nothing");
     }
     publish_config(*v.config, snapshot_->generation + 1);
+    if (v.config->policy.revoke_on_reload) {
+      for (auto& w : workers_) w->revoke(snapshot_);
+    }
     metrics_->reload_succeeded(snapshot_->generation, std::chrono::system_clock::now());
     spdlog::info("reloaded {} (generation {})", config_path_, snapshot_->generation);
   }
@@ -420,7 +437,8 @@ class Gateway {
   std::unique_ptr<admin::AdminServer> admin_;
   std::vector<IpAddress> own_addresses_;
   std::atomic<bool> draining_{false};
-  std::unique_ptr<k8s::Watcher> watcher_;      // with a kubernetes section
+  std::unique_ptr<k8s::Watcher> watcher_;  // with a kubernetes section
+  std::unique_ptr<ConfigWatcher> config_watcher_;
   std::atomic<std::size_t> pods_{0};           // in the newest identity snapshot
   bool hurry_ = false;                         // a second signal came (control thread)
   asio::steady_timer* drain_timer_ = nullptr;  // the drain's timer while it waits

@@ -257,9 +257,27 @@ Http1HeadResult parse_http1_head(std::span<const std::uint8_t> data, std::size_t
   // first `max_head` bytes are looked at, so the verdict is the same
   // however many bytes follow them.
   const std::size_t limit = std::min(data.size(), max_head);
+
   std::size_t head_length = 0;
+  bool first_line = true;
   for (std::size_t i = 0; i < limit && head_length == 0; ++i) {
     const std::uint8_t c = data[i];
+    if (c == '\n' && first_line) {
+      // Contract rule 11: a first line that ends without an HTTP version
+      // (`EHLO x`, `PING`, HTTP/0.9's `GET /`) is not HTTP, decided as soon
+      // as the line ends, so client-first protocols on ports with host
+      // entries are not held until the sniff timeout. (Bytes before it were
+      // checked above: the verdict never changes as bytes are appended.)
+      first_line = false;
+      std::size_t end = i;
+      if (end > 0 && data[end - 1] == '\r') --end;
+      const std::string_view line(reinterpret_cast<const char*>(data.data()), end);
+      const std::size_t space = line.rfind(' ');
+      const std::string_view last = space == std::string_view::npos ? line : line.substr(space + 1);
+      if (!last.starts_with("HTTP/")) {
+        return verdict(Status::not_this_protocol, "the first line has no HTTP version");
+      }
+    }
     if (c == '\n') {
       if (i == 0 || data[i - 1] != '\r')
         return verdict(Status::malformed, "bare LF in request head");

@@ -3,6 +3,8 @@ and the SIGTERM drain."""
 
 import hashlib
 import json
+import os
+import shutil
 import signal
 import subprocess
 import time
@@ -41,10 +43,11 @@ def tearDownModule():
 class HeldFlow:
     """An echo connection from the pod kept open until released."""
 
-    def __init__(self, test, dst, defer=False):
+    def __init__(self, test, dst, defer=False, src=None):
         self.test = test
         self.defer = defer
-        self.p = test.world.client_popen("hold", "--dst", dst, *(["--defer"] if defer else []))
+        self.p = test.world.client_popen("hold", "--dst", dst, *(["--defer"] if defer else []),
+                                         *(["--src", src] if src else []))
         test.addCleanup(lambda: self.p.poll() is None and self.p.kill())
         if defer:
             self._line()  # {"ready": true}: the interpreter is up
@@ -234,6 +237,128 @@ class SecondSignalTest(harness.GatewayTest):
         self.assertRecord(rec, close="drained", decision="allow")
 
 
+class ConfigMapTest(harness.GatewayTest):
+    """The config mounted as a Kubernetes ConfigMap volume: the file is a
+    symlink through `..data`, which the kubelet swaps atomically to a new
+    timestamped directory. The swap changes the policy within a second."""
+
+    rules = RULES
+
+    @classmethod
+    def setUpClass(cls):
+        cls.world = harness.current_world()
+        cls.gw = W.Gateway(cls.world, harness.EGRESSD, cls.make_config)
+        mount = cls.world.path("configmap-%d" % os.getpid())
+        os.makedirs(os.path.join(mount, "..2026_12_05_v1"))
+        shutil.move(cls.gw.config_path, os.path.join(mount, "..2026_12_05_v1", "egressd.yaml"))
+        os.symlink("..2026_12_05_v1", os.path.join(mount, "..data"))
+        os.symlink("..data/egressd.yaml", os.path.join(mount, "egressd.yaml"))
+        cls.mount = mount
+        cls.gw.config_path = os.path.join(mount, "egressd.yaml")
+        try:
+            cls.gw.start()
+        except BaseException:
+            cls.gw.stop()
+            raise
+        cls.log = cls.gw.log
+
+    def publish(self, version, cfg):
+        """What the kubelet does: a new directory, then ..data swapped to it."""
+        d = os.path.join(self.mount, version)
+        os.makedirs(d)
+        with open(os.path.join(d, "egressd.yaml"), "w") as f:
+            f.write(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
+        tmp = os.path.join(self.mount, "..data_tmp")
+        os.symlink(version, tmp)
+        os.rename(tmp, os.path.join(self.mount, "..data"))
+
+    def echo(self):
+        return self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", b"hi\n".hex(),
+                                 "--shut-wr")
+
+    def test_data_symlink_swap_reloads(self):
+        self.assertEqual(self.echo()["recv"], "hi\n")
+        without_echo = json.loads(json.dumps(self.gw.config))
+        without_echo["policy"]["rules"] = [r for r in without_echo["policy"]["rules"] if r["name"] != "echo"]
+        successes = self.gw.metrics().sum("egressd_config_reloads_total", result="success")
+        t0 = time.monotonic()
+        self.publish("..2026_12_05_v2", without_echo)
+        while self.echo()["recv"] != "" and time.monotonic() - t0 < 3:
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        self.assertLess(took, 1.5, "the swap took effect within a second or so")
+        self.assertEqual(self.gw.metrics().sum("egressd_config_reloads_total", result="success"),
+                         successes + 1, "one burst of events, one reload")
+
+        # A broken version is rejected; the good one keeps serving.
+        failures = self.gw.metrics().sum("egressd_config_reloads_total", result="failure")
+        self.publish("..2026_12_05_v3", "policy: [\n")
+        deadline = time.monotonic() + 3
+        while (self.gw.metrics().sum("egressd_config_reloads_total", result="failure") == failures
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        self.assertEqual(self.gw.metrics().sum("egressd_config_reloads_total", result="failure"), failures + 1)
+        self.assertEqual(self.echo()["recv"], "")
+
+        # And back.
+        self.publish("..2026_12_05_v4", self.gw.config)
+        t0 = time.monotonic()
+        while self.echo()["recv"] != "hi\n" and time.monotonic() - t0 < 3:
+            time.sleep(0.05)
+        self.assertEqual(self.echo()["recv"], "hi\n")
+
+
+class RevokeTest(harness.GatewayTest):
+    """policy.revoke_on_reload: true — after a reload, open flows the new
+    policy denies are closed (`revoked`) and their records name the rule;
+    flows it still allows go on untouched."""
+
+    rules = RULES
+
+    @classmethod
+    def make_config(cls, access_log):
+        cfg = super().make_config(access_log)
+        cfg["policy"]["revoke_on_reload"] = True
+        return cfg
+
+    def test_reload_revokes_what_the_new_policy_denies(self):
+        original = json.loads(json.dumps(self.gw.config))
+
+        def restore():
+            with open(self.gw.config_path, "w") as f:
+                f.write(json.dumps(original, indent=2))
+            self.gw.signal(signal.SIGHUP)
+        self.addCleanup(restore)
+        doomed = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT), src=W.POD_IP)
+        kept = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT), src=W.POD_IP2)
+        self.log.wait(W.match(event="open", src=doomed.local), since=self.mark)
+        self.log.wait(W.match(event="open", src=kept.local), since=self.mark)
+
+        # The new policy: echo only from POD_IP2, with a deny rule naming the
+        # other pod's address.
+        new = json.loads(json.dumps(original))
+        for r in new["policy"]["rules"]:
+            if r["name"] == "echo":
+                r["from"] = [W.POD_IP2 + "/32"]
+        new["policy"]["rules"].append({"name": "no-pod-a", "action": "deny", "from": [W.POD_IP + "/32"],
+                                       "to": [{"cidr": W.ECHO_IP + "/32"}]})
+        with open(self.gw.config_path, "w") as f:
+            f.write(json.dumps(new, indent=2))
+        self.gw.signal(signal.SIGHUP)
+
+        end = doomed.release("wait", timeout=10)
+        self.assertIn(end["closed"], ("eof", "reset"), end)
+        rec = self.flow(src=doomed.local)
+        self.assertRecord(rec, decision="deny", rule="no-pod-a", close="revoked")
+        self.assertIn("revoked by a reload", rec["reason"])
+
+        # The other flow still relays.
+        last = kept.release("close", timeout=15)
+        self.assertEqual(last["closed"], "eof", last)
+        rec = self.flow(src=kept.local)
+        self.assertRecord(rec, decision="allow", rule="echo", close="eof")
+
+
 class IdleTimeoutTest(harness.GatewayTest):
     """timeouts.idle ends a relay that moved no byte for that long; a flow
     that keeps talking lives on."""
@@ -310,10 +435,60 @@ class ReloadTest(harness.GatewayTest):
         return self.gw.metrics().sum("egressd_config_reloads_total", result=result)
 
     def wait_reloads(self, result, want, timeout=5):
+        # The file is watched too: a write and a SIGHUP close together may
+        # both reload, so at least `want`.
         deadline = time.monotonic() + timeout
         while self.reloads(result) < want and time.monotonic() < deadline:
             time.sleep(0.1)
-        self.assertEqual(self.reloads(result), want, "egressd_config_reloads_total{result=%s}" % result)
+        self.assertGreaterEqual(self.reloads(result), want,
+                                "egressd_config_reloads_total{result=%s}" % result)
+
+    def echo_becomes(self, want, timeout=1.5):
+        """Polls the echo flow until it returns `want`; returns (result, seconds)."""
+        t0 = time.monotonic()
+        while True:
+            r = self.echo()
+            if r["recv"] == want or time.monotonic() - t0 > timeout:
+                return r, time.monotonic() - t0
+            time.sleep(0.05)
+
+    def test_file_changes_reload_without_a_signal(self):
+        """An in-place write and a rename-over each change the policy within
+        a second, with no SIGHUP; a broken file never replaces a good one."""
+        original = json.loads(json.dumps(self.gw.config))
+        self.addCleanup(lambda: (self.write_config(original), self.gw.signal(signal.SIGHUP)))
+        without_echo = json.loads(json.dumps(original))
+        without_echo["policy"]["rules"] = [r for r in without_echo["policy"]["rules"] if r["name"] != "echo"]
+        self.assertEqual(self.echo()["recv"], "hi\n")
+
+        # In place.
+        with open(self.gw.config_path, "w") as f:
+            f.write(json.dumps(without_echo, indent=2))
+        r, took = self.echo_becomes("")
+        self.assertEqual(r["recv"], "", "an in-place write took effect: %s" % r)
+        self.assertLess(took, 1.5)
+
+        # Broken, written in place: rejected, the last good config stays.
+        failures = self.reloads("failure")
+        with open(self.gw.config_path, "w") as f:
+            f.write("listeners: [\n")
+        self.wait_reloads("failure", failures + 1)
+        self.assertEqual(self.echo()["recv"], "")
+
+        # Rename-over, as editors and config tools do.
+        tmp = self.gw.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(original, indent=2))
+        os.rename(tmp, self.gw.config_path)
+        r, took = self.echo_becomes("hi\n")
+        self.assertEqual(r["recv"], "hi\n", "a rename-over took effect: %s" % r)
+        self.assertLess(took, 1.5)
+
+        # Touching the file without changing it reloads nothing.
+        successes = self.reloads("success")
+        os.utime(self.gw.config_path)
+        time.sleep(0.6)
+        self.assertEqual(self.reloads("success"), successes)
 
     def echo(self):
         return self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", b"hi\n".hex(),

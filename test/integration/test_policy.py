@@ -281,3 +281,28 @@ class DefaultAllowTest(harness.GatewayTest):
         rec = self.flow(host="nope.test")
         self.assertDecision(rec, "allow", "default", close="eof", proto="tls")
         self.assertNotIn("integrity", rec)
+
+
+class ClientFirstNonHttpTest(harness.GatewayTest):
+    """Contract rule 11: a first line that ends without an HTTP version
+    (`EHLO x`, `PING`) is not HTTP — the flow is `tcp` at once, even on a
+    port where a host entry makes the gateway read the client's first
+    bytes, instead of waiting for timeouts.sniff and being closed."""
+
+    rules = [
+        # A host entry on the echo port: names matter there, so the
+        # gateway sniffs.
+        {"name": "echo-by-name", "to": [{"host": "echo.test", "ports": [W.ECHO_PORT]}]},
+        {"name": "echo", "to": [{"cidr": W.ECHO_IP + "/32", "ports": [W.ECHO_PORT]}]},
+    ]
+
+    def test_smtp_like_client_is_relayed_at_once_as_tcp(self):
+        for first in (b"EHLO client.example\r\n", b"PING\r\n", b"PING\n"):
+            with self.subTest(first=first):
+                mark = self.log.mark()
+                r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", first.hex(),
+                                      "--shut-wr", "--read-timeout", "5")
+                self.assertEqual(r["recv"].encode("latin-1"), first, r)
+                self.assertLess(r["elapsed_ms"], 1000, "not held until the 2 s sniff timeout: %s" % r)
+                rec = self.log.wait(W.match(event="flow", src=r["local"]), since=mark)
+                self.assertRecord(rec, decision="allow", rule="echo", proto="tcp", close="eof")

@@ -30,7 +30,8 @@ class Cache;
 }  // namespace egressd::dns
 namespace egressd::log {
 class AccessLog;
-}
+struct FlowRecord;
+}  // namespace egressd::log
 namespace egressd::metrics {
 class Registry;
 class WorkerMetrics;
@@ -131,6 +132,13 @@ struct ActiveFlow {
   std::uint64_t reported_down = 0;
   bool stop_requested = false;
   relay::EndReason stop_reason = relay::EndReason::drained;
+
+  // The flow's record (its facts: listener, source, destination, name,
+  // proto, source pod) while the flow lives, and whether the policy let it
+  // through on those facts: what policy.revoke_on_reload judges again.
+  log::FlowRecord* record = nullptr;
+  bool admitted = false;
+  bool transparent = true;  // redirect/tproxy (integrity applies) vs explicit
 };
 
 class Worker {
@@ -166,6 +174,12 @@ class Worker {
   void close_listeners();
   // Any thread: stop every open flow with `reason` (drain's end, revoke).
   void stop_flows(relay::EndReason reason);
+  // Any thread (policy.revoke_on_reload): on the worker thread, judge every
+  // admitted open flow again, on the facts it was let through on, against
+  // `s`'s policy; those now denied are closed with `revoked`, their records
+  // naming the rule that revoked them. A flow whose judgement would need a
+  // DNS answer the shared cache does not hold is kept.
+  void revoke(std::shared_ptr<const Snapshot> s);
 
   [[nodiscard]] std::size_t active_flows() const noexcept { return active_count_.load(); }
 

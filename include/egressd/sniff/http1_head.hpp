@@ -57,7 +57,9 @@ struct Http1HeadResult {
 // not change when bytes are appended.
 //  - not_this_protocol, decided on the first bytes: the data does not start
 //    with a method token (an uppercase letter, then uppercase letters, '-'
-//    or '_', at most kMaxHttp1MethodLength) followed by a space.
+//    or '_', at most kMaxHttp1MethodLength) followed by a space; or, as soon
+//    as the first line is complete, it does not end with an HTTP version
+//    (`EHLO x`, `PING`, HTTP/0.9's `GET /`: contract rule 11).
 //  - need_more: a valid prefix without the blank line ending the head.
 //  - too_large: no end of head within `max_head` bytes.
 //  - malformed (contract rule 12): bare CR or LF, NUL or other control

@@ -381,6 +381,9 @@ TEST(TopLevel, Help) {
     EXPECT_EQ(r.code, kExitOk);
     for (const char* cmd : {"run", "check", "explain", "test", "learn"})
       EXPECT_THAT(r.out, HasSubstr(cmd));
+    // run's options on the first page: it is the default command.
+    EXPECT_THAT(r.out, HasSubstr("--config FILE"));
+    EXPECT_THAT(r.out, HasSubstr("--log-level"));
   }
   const CliRun sub = run({"explain", "--help"});
   EXPECT_EQ(sub.code, kExitOk);

@@ -153,7 +153,8 @@ TEST(IdentitySelectors, MixWithCidrsAndDenyOverrides) {
                                 {pods(match_labels({{"app", "web"}}))});
   const auto p = CompiledPolicy::compile(spec({no_web, stripe}), {});
   const auto decide = [&](const char* src, const PodIdentity* who) {
-    FlowFacts f = Flow{.src = src, .name = "api.stripe.com"}.facts();
+    const Flow flow{.src = src, .name = "api.stripe.com"};  // owns the strings facts() views
+    FlowFacts f = flow.facts();
     f.identity = who;
     return p->decide(f, AssumeIntegrity{}).verdict;
   };
@@ -186,7 +187,8 @@ TEST(IdentitySelectors, ManySelectorsShareIds) {
   }
   const auto p = CompiledPolicy::compile(spec(std::move(rules)), {});
   const PodIdentity who = pod("ns7", {{"app", "b"}});
-  FlowFacts f = Flow{.name = "h57.test"}.facts();
+  const Flow flow{.name = "h57.test"};  // owns the strings facts() views
+  FlowFacts f = flow.facts();
   f.identity = &who;
   EXPECT_EQ(p->decide(f, AssumeIntegrity{}).verdict.rule, "r57");
   f.name = "h58.test";

@@ -188,7 +188,6 @@ TEST(Http1Head, ContractRule12IsMalformed) {
       {"bad name", "GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n"},
       {"request line garbage", "GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n"},
       {"two spaces", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n"},
-      {"no version", "GET /\r\nHost: a\r\n\r\n"},
       {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n"},
       {"HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n"},
       {"h2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"},
@@ -212,6 +211,24 @@ TEST(Http1Head, NotHttpIsDecidedEarly) {
   EXPECT_EQ(parse("GE").status, Status::need_more);
   EXPECT_EQ(parse("M-SEARCH").status, Status::need_more);
   EXPECT_EQ(parse("GET ").status, Status::need_more);
+}
+
+// Contract rule 11: a first line that ends without an HTTP version is not
+// HTTP, decided as soon as the line is complete (client-first protocols
+// such as SMTP and Redis must not wait for the sniff timeout).
+TEST(Http1Head, FirstLineWithoutAVersionIsNotHttp) {
+  for (std::string_view s :
+       {"EHLO client.example\r\n", "PING\r\n", "PING\n", "QUIT\r\nmore", "GET /\r\n",
+        "AUTH PLAIN x y\r\n\r\n", "GET / HTTPS/1.1\r\n", "GET / http/1.1\r\nHost: a\r\n\r\n"}) {
+    const auto r = parse(s);
+    EXPECT_EQ(r.status, Status::not_this_protocol) << s;
+  }
+  // Until the line ends nothing is decided; with a version it is HTTP.
+  EXPECT_EQ(parse("EHLO client.example").status, Status::need_more);
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\n").status, Status::need_more);
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").status, Status::found);
+  // A version the contract refuses is still HTTP, and malformed.
+  EXPECT_EQ(parse("GET / HTTP/2.0\r\nHost: a\r\n\r\n").status, Status::malformed);
 }
 
 TEST(Http1Head, FragmentedAtEveryOffset) {

@@ -1,0 +1,134 @@
+#include "config_watcher.hpp"
+
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+namespace egressd::server {
+namespace fs = std::filesystem;
+
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return out.str();
+}
+
+ConfigWatcher::ConfigWatcher(boost::asio::io_context& io, std::string path,
+                             std::chrono::milliseconds quiet, std::function<void()> on_change)
+    : io_(io),
+      path_(std::move(path)),
+      quiet_(quiet),
+      on_change_(std::move(on_change)),
+      timer_(io),
+      buffer_(16 * (sizeof(inotify_event) + NAME_MAX + 1)) {}
+
+ConfigWatcher::~ConfigWatcher() {
+  stop();
+}
+
+std::optional<std::string> ConfigWatcher::start() {
+  const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (fd < 0) return std::string("inotify_init1: ") + std::strerror(errno);
+  inotify_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, fd);
+  constexpr std::uint32_t kMask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE |
+                                  IN_MODIFY | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
+  // The directory as named (a ConfigMap mount swaps `..data` there), and the
+  // one the symlink chain ends in when it is elsewhere.
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  const fs::path named = fs::absolute(path_, ec).parent_path();
+  dirs.push_back(named.string());
+  const fs::path resolved = fs::canonical(path_, ec);
+  if (!ec && resolved.parent_path() != named) dirs.push_back(resolved.parent_path().string());
+  names_.push_back(fs::path(path_).filename().string());
+  if (!ec) names_.push_back(resolved.filename().string());
+  for (const std::string& dir : dirs) {
+    if (::inotify_add_watch(fd, dir.c_str(), kMask) < 0) {
+      return "cannot watch " + dir + ": " + std::strerror(errno);
+    }
+  }
+  if (auto content = read_file(path_)) loaded(*content);
+  read_events();
+  return std::nullopt;
+}
+
+void ConfigWatcher::stop() {
+  stopped_ = true;
+  timer_.cancel();
+  if (inotify_) {
+    boost::system::error_code ignored;
+    inotify_->close(ignored);
+  }
+}
+
+void ConfigWatcher::loaded(const std::string& content) {
+  last_content_ = content;
+}
+
+void ConfigWatcher::read_events() {
+  if (stopped_ || !inotify_) return;
+  inotify_->async_read_some(boost::asio::buffer(buffer_),
+                            [this](const boost::system::error_code& ec, std::size_t n) {
+                              if (ec || stopped_) return;
+                              if (concerns_the_config(n)) burst();
+                              read_events();
+                            });
+}
+
+bool ConfigWatcher::concerns_the_config(std::size_t n) const {
+  // Other files in the same directory (the access log, say) change all the
+  // time; only events naming the config, `..data` or a watched directory
+  // itself start a quiet period.
+  bool relevant = false;
+  for (std::size_t at = 0; at + sizeof(inotify_event) <= n;) {
+    inotify_event event{};
+    std::memcpy(&event, buffer_.data() + at, sizeof event);
+    const std::size_t size = sizeof(inotify_event) + event.len;
+    if (at + size > n) break;
+    std::string_view name;
+    if (event.len > 0) {
+      name = std::string_view(buffer_.data() + at + sizeof(inotify_event), event.len);
+      name = name.substr(0, name.find('\0'));
+    }
+    if (name.empty() || name == "..data" ||
+        std::find(names_.begin(), names_.end(), name) != names_.end()) {
+      relevant = true;
+    }
+    at += size;
+  }
+  return relevant;
+}
+
+void ConfigWatcher::burst() {
+  timer_.expires_after(quiet_);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec && !stopped_) settle();
+  });
+}
+
+void ConfigWatcher::settle() {
+  const auto content = read_file(path_);
+  if (!content) {
+    // Mid-swap or removed: the next event settles it; the old config stays.
+    return;
+  }
+  if (last_content_ && *content == *last_content_) return;
+  spdlog::info("config file {} changed; reloading", path_);
+  on_change_();
+}
+
+}  // namespace egressd::server
