@@ -378,21 +378,12 @@ awaitable<void> run_tunnel(Worker& worker, const Snapshot& snapshot, FlowScope& 
 
 awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
                                   tcp::socket client) {
-  FlowScope flow(worker, *listener);
+  FlowScope flow(worker, *listener, client);
   log::FlowRecord& rec = flow.record;
-  flow.active().client = &client;
-  flow.active().control = &flow.control;
-  flow.active().listener_index = listener->index;
   boost::system::error_code ignored;
-  client.set_option(tcp::no_delay(true), ignored);
 
   // Who is calling.
-  if (auto peer = net::peer_endpoint(client.native_handle())) {
-    rec.src = *peer;
-  } else {
-    flow.close_undecided(log::CloseReason::reset, "the client left before it could be identified");
-    co_return;
-  }
+  if (!flow.identify_source(client)) co_return;
   if (!take_limits(worker, flow, client)) co_return;
   rec.source_pod = find_source_pod(worker, rec.src.ip);
 

@@ -33,22 +33,13 @@ using asio::ip::tcp;
 awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
                          tcp::socket client) {
   const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
-  FlowScope flow(worker, *listener);
+  FlowScope flow(worker, *listener, client);
   log::FlowRecord& rec = flow.record;
-  flow.active().client = &client;
-  flow.active().control = &flow.control;
-  flow.active().listener_index = listener->index;
   boost::system::error_code ignored;
-  client.set_option(tcp::no_delay(true), ignored);
 
   // Who is calling, and where to.
   const int fd = client.native_handle();
-  if (auto peer = net::peer_endpoint(fd)) {
-    rec.src = *peer;
-  } else {
-    flow.close_undecided(log::CloseReason::reset, "the client left before it could be identified");
-    co_return;
-  }
+  if (!flow.identify_source(client)) co_return;
   std::vector<std::uint8_t> sniffed_bytes;  // what follows a PROXY header joins it
   std::optional<Endpoint> dst;
   if (listener->proxy_protocol) {

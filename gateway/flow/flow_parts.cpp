@@ -247,6 +247,15 @@ bool take_limits(Worker& worker, FlowScope& flow, tcp::socket& client) {
   return true;
 }
 
+bool FlowScope::identify_source(tcp::socket& client) {
+  if (auto peer = net::peer_endpoint(client.native_handle())) {
+    record.src = *peer;
+    return true;
+  }
+  close_undecided(log::CloseReason::reset, "the client left before it could be identified");
+  return false;
+}
+
 PodIdentityPtr find_source_pod(const Worker& worker, const IpAddress& src) {
   const k8s::IdentitySnapshotPtr& snapshot = worker.identities();
   return snapshot ? snapshot->find(src) : nullptr;

@@ -35,7 +35,9 @@ inline constexpr std::size_t kMaxSniffBytes = sniff::kMaxClientHelloWireBytes + 
 // the flow holds in the worker's books.
 class FlowScope {
  public:
-  FlowScope(Worker& worker, const ListenerInfo& listener)
+  // Registers the flow (with its client socket, so drain and revoke can
+  // stop it) and starts its record.
+  FlowScope(Worker& worker, const ListenerInfo& listener, boost::asio::ip::tcp::socket& client)
       : worker_(worker), listener_(listener), it_(worker.register_flow()) {
     record.event = log::Event::flow;
     record.time = std::chrono::system_clock::now();
@@ -43,6 +45,11 @@ class FlowScope {
     started_ = std::chrono::steady_clock::now();
     it_->record = &record;
     it_->transparent = listener.mode != config::ListenerMode::explicit_proxy;
+    it_->client = &client;
+    it_->control = &control;
+    it_->listener_index = listener.index;
+    boost::system::error_code ignored;
+    client.set_option(boost::asio::ip::tcp::no_delay(true), ignored);
     note_flow_opened(worker_, listener_);
   }
   FlowScope(const FlowScope&) = delete;
@@ -64,6 +71,10 @@ class FlowScope {
   ActiveFlow& active() { return *it_; }
   void hold_source() { source_held_ = true; }
   void hold_connection() { connection_held_ = true; }
+
+  // Who is calling: the client's address into record.src. False (the
+  // flow recorded as reset) when the client already left.
+  bool identify_source(boost::asio::ip::tcp::socket& client);
 
   // A flow closed before any decision: deny with builtin:<close reason>.
   void close_undecided(log::CloseReason reason, std::string why) {

@@ -53,25 +53,16 @@ log::CloseReason stop_close(const ActiveFlow& active) {
 awaitable<void> run_forward_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
                                  tcp::socket client) {
   const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
-  FlowScope flow(worker, *listener);
+  FlowScope flow(worker, *listener, client);
   log::FlowRecord& rec = flow.record;
-  flow.active().client = &client;
-  flow.active().control = &flow.control;
-  flow.active().listener_index = listener->index;
   rec.decision = log::Decision::forward;
   rec.rule = kForwardRule;
   rec.reason = "forwarded";
   boost::system::error_code ignored;
-  client.set_option(tcp::no_delay(true), ignored);
 
   // Who is calling, and where to.
   const int fd = client.native_handle();
-  if (auto peer = net::peer_endpoint(fd)) {
-    rec.src = *peer;
-  } else {
-    flow.close_undecided(log::CloseReason::reset, "the client left before it could be identified");
-    co_return;
-  }
+  if (!flow.identify_source(client)) co_return;
   const std::optional<Endpoint> dst = net::original_destination(fd, rec.src.ip.family());
   if (!dst) {
     // Not redirected (made to the agent's port itself): there is no
