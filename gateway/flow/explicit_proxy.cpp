@@ -408,23 +408,25 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
         client, in, first_request ? snapshot->timeouts.sniff : snapshot->timeouts.idle,
         flow.control);
     if (flow.control.stop_reason) read.end = HeadRead::End::stopped;
+    // No request to judge: before the first one the flow closes undecided
+    // (builtin:<reason>); later, it keeps the last request's decision.
+    const auto end_without_request = [&](log::CloseReason reason, std::string why) {
+      if (first_request) {
+        flow.close_undecided(reason, std::move(why));
+      } else {
+        rec.close = reason;
+      }
+    };
     switch (read.end) {
       case HeadRead::End::head:
         break;
       case HeadRead::End::closed:
-        if (first_request) {
-          flow.close_undecided(log::CloseReason::eof, "the client closed before sending anything");
-        } else {
-          rec.close = log::CloseReason::eof;
-        }
+        end_without_request(log::CloseReason::eof, "the client closed before sending anything");
         co_return;
       case HeadRead::End::timeout:
-        if (first_request) {
-          flow.close_undecided(log::CloseReason::sniff_timeout,
-                               "no complete request head within timeouts.sniff");
-        } else {
-          rec.close = log::CloseReason::idle_timeout;
-        }
+        end_without_request(
+            first_request ? log::CloseReason::sniff_timeout : log::CloseReason::idle_timeout,
+            "no complete request head within timeouts.sniff");
         client.close(ignored);
         co_return;
       case HeadRead::End::malformed: {
@@ -437,18 +439,10 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
         co_return;
       }
       case HeadRead::End::reset:
-        if (first_request) {
-          flow.close_undecided(log::CloseReason::reset, "the client reset the connection");
-        } else {
-          rec.close = log::CloseReason::reset;
-        }
+        end_without_request(log::CloseReason::reset, "the client reset the connection");
         co_return;
       case HeadRead::End::stopped:
-        if (first_request) {
-          flow.close_undecided(stopped_reason(), "the gateway stopped the flow");
-        } else {
-          rec.close = stopped_reason();
-        }
+        end_without_request(stopped_reason(), "the gateway stopped the flow");
         co_return;
     }
     const sniff::Http1Head& head = read.head;
