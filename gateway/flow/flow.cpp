@@ -5,8 +5,10 @@
 //   -> sniff under timeouts.sniff (skipped when no name can matter, rule 11)
 //   -> decide (with a DNS lookup when destination integrity needs one)
 //   -> deny: what the client sees (TLS alert, HTTP 403, close)
-//   -> connect under timeouts.connect -> `open` record -> replay sniffed bytes
-//   -> relay -> `flow` record.
+//   -> connect under timeouts.connect
+//   -> decided at once: the client's first bytes, if it speaks first, are
+//      classified as they pass (proto and name for the records, rule 11)
+//   -> `open` record -> replay sniffed bytes -> relay -> `flow` record.
 //
 // Every exit path goes through FlowScope's destructor, which writes the
 // one `flow` record and the metrics, so nothing that crossed the gateway
@@ -29,6 +31,26 @@ namespace egressd::flow {
 namespace asio = boost::asio;
 using asio::awaitable;
 using asio::ip::tcp;
+
+namespace {
+
+// What the client's first bytes say, into the record: proto, TLS details,
+// and the name as canonical text when valid (raw otherwise, escaped by the
+// log, so operators see it).
+void name_from_bytes(log::FlowRecord& rec, const Sniffed& sniffed) {
+  rec.proto = sniffed.proto;
+  if (sniffed.proto == Proto::tls) {
+    rec.ech = sniffed.ech;
+    if (!sniffed.alpn.empty()) rec.alpn = sniffed.alpn;
+  }
+  if (sniffed.name) {
+    auto canonical = canonicalize_name(*sniffed.name);
+    rec.add_host(canonical.name ? std::string_view(canonical.name->text)
+                                : std::string_view(*sniffed.name));
+  }
+}
+
+}  // namespace
 
 awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
                          tcp::socket client) {
@@ -93,7 +115,9 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   const policy::CompiledPolicy& policy = *snapshot->policy;
   const policy::SelectorSet selectors = policy.match_identity(rec.source_pod.get());
   Sniffed sniffed;
-  if (policy.name_can_matter(listener->name, rec.src.ip, dst->port, rec.source_pod.get())) {
+  const bool decided_at_once =
+      !policy.name_can_matter(listener->name, rec.src.ip, dst->port, rec.source_pod.get());
+  if (!decided_at_once) {
     sniffed = co_await sniff_client(client, sniffed_bytes, snapshot->timeouts.sniff);
   }
   rec.proto = sniffed.proto;
@@ -133,11 +157,6 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
                            "the gateway stopped the flow while sniffing");
       co_return;
   }
-  if (sniffed.proto == Proto::tls) {
-    rec.ech = sniffed.ech;
-    if (!sniffed.alpn.empty()) rec.alpn = std::move(sniffed.alpn);
-  }
-
   // Decide.
   policy::FlowFacts facts;
   facts.listener = listener->name;
@@ -152,13 +171,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   facts.today = std::chrono::floor<std::chrono::days>(rec.time);
   facts.identity = rec.source_pod.get();
   facts.selectors = &selectors;
-  if (sniffed.name) {
-    // The record names the host as canonical text when it is valid; an
-    // invalid name is kept raw (the log escapes it) so operators see it.
-    auto canonical = canonicalize_name(*sniffed.name);
-    rec.add_host(canonical.name ? std::string_view(canonical.name->text)
-                                : std::string_view(*sniffed.name));
-  }
+  name_from_bytes(rec, sniffed);
 
   policy::Outcome outcome = decide(worker, policy, facts, nullptr);
   if (outcome.needs_lookup) {
@@ -202,6 +215,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   }
 
   flow.active().admitted = true;  // what policy.revoke_on_reload judges again
+  flow.active().decided_at_once = decided_at_once;
 
   // Connect to the address that was checked, never re-resolving.
   const Endpoint upstream_ep{*verdict.connect_to, dst->port};
@@ -224,12 +238,26 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   }
   rec.upstream = upstream_ep;
 
+  // Decided at once: the client's first bytes, if it speaks first, still
+  // name the flow in its records (rule 11); they pass on unheld.
+  std::optional<log::CloseReason> ended;
+  if (decided_at_once) {
+    Observed observed = co_await observe_first_bytes(flow, client, upstream, sniffed_bytes,
+                                                     snapshot->timeouts.sniff);
+    if (observed.sniffed) name_from_bytes(rec, *observed.sniffed);
+    ended = observed.ended;
+  }
+
   // The `open` record: a long tunnel, or a killed process, still leaves a
   // trace.
   {
     log::FlowRecord open = rec;
     open.event = log::Event::open;
     submit_record(worker, std::move(open));
+  }
+  if (ended) {
+    rec.close = *ended;
+    co_return;
   }
 
   // Replay what sniffing read, then relay.

@@ -1,6 +1,10 @@
 #include "flow_parts.hpp"
 
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <array>
+#include <cerrno>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
@@ -259,6 +263,70 @@ bool FlowScope::identify_source(tcp::socket& client) {
 PodIdentityPtr find_source_pod(const Worker& worker, const IpAddress& src) {
   const k8s::IdentitySnapshotPtr& snapshot = worker.identities();
   return snapshot ? snapshot->find(src) : nullptr;
+}
+
+awaitable<Observed> observe_first_bytes(FlowScope& flow, tcp::socket& client, tcp::socket& upstream,
+                                        std::vector<std::uint8_t>& first,
+                                        std::chrono::milliseconds window) {
+  Observed observed;
+  const auto stopped = [&flow] {
+    return flow.active().stop_reason == relay::EndReason::revoked ? log::CloseReason::revoked
+                                                                  : log::CloseReason::drained;
+  };
+  std::vector<std::uint8_t> seen = std::move(first);
+  std::size_t sent = 0;  // of `seen`, already upstream
+  asio::steady_timer deadline(client.get_executor());
+  deadline.expires_after(window);
+  for (;;) {
+    if (sent < seen.size()) {
+      auto [ec, n] = co_await asio::async_write(
+          upstream, asio::buffer(seen.data() + sent, seen.size() - sent), kNoThrow);
+      flow.control.bytes_up += n;
+      sent += n;
+      if (ec) {
+        observed.ended = flow.active().stop_requested ? stopped() : log::CloseReason::reset;
+        break;
+      }
+      if (auto c = classify(seen, seen.size() >= kMaxSniffBytes)) {
+        observed.sniffed = std::move(c);
+        break;
+      }
+    }
+    // Readiness only: nothing is read here that a cancelled wait could lose.
+    auto ready = co_await (client.async_wait(tcp::socket::wait_read, kNoThrow) ||
+                           upstream.async_wait(tcp::socket::wait_read, kNoThrow) ||
+                           deadline.async_wait(kNoThrow));
+    if (flow.active().stop_requested) {
+      observed.ended = stopped();
+      break;
+    }
+    if (ready.index() != 0) {
+      // The server spoke first, or the window passed: a nameless `tcp`
+      // flow, unless the client's bytes so far say more.
+      if (!seen.empty()) observed.sniffed = classify(seen, /*full=*/true);
+      break;
+    }
+    const std::size_t old = seen.size();
+    seen.resize(kMaxSniffBytes);
+    const ssize_t n =
+        ::recv(client.native_handle(), seen.data() + old, kMaxSniffBytes - old, MSG_DONTWAIT);
+    seen.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    if (n <= 0) {
+      // End of input: the relay reads it again and half-closes as it
+      // always does. A reset is reported once, so it ends the flow here.
+      if (n < 0) observed.ended = log::CloseReason::reset;
+      if (!seen.empty()) observed.sniffed = classify(seen, /*full=*/true);
+      break;
+    }
+  }
+  if (observed.sniffed && observed.sniffed->end != Sniffed::End::done) {
+    // Malformed bytes keep the proto they look like, without a name: the
+    // flow was decided already, and the server will judge them.
+    observed.sniffed->end = Sniffed::End::done;
+    observed.sniffed->name.reset();
+  }
+  co_return observed;
 }
 
 awaitable<log::CloseReason> relay_flow(Worker& worker, FlowScope& flow, tcp::socket& client,

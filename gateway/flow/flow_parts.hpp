@@ -120,6 +120,22 @@ boost::asio::awaitable<log::CloseReason> relay_flow(Worker& worker, FlowScope& f
                                                     std::vector<std::uint8_t>& first,
                                                     std::chrono::milliseconds idle);
 
+// Rule 11's second half: a flow decided at once (no client bytes needed)
+// still learns its proto and name when its client speaks first. Waits for
+// whichever side speaks first, at most `window`: client bytes are sent
+// upstream as soon as they are read (never held) and classified as they
+// pass, up to kMaxSniffBytes. `first` (bytes read earlier, e.g. after a
+// PROXY header) goes upstream first. The decision is not touched.
+struct Observed {
+  std::optional<Sniffed> sniffed;         // the client spoke first and was classified
+  std::optional<log::CloseReason> ended;  // the flow ended while watching
+};
+boost::asio::awaitable<Observed> observe_first_bytes(FlowScope& flow,
+                                                     boost::asio::ip::tcp::socket& client,
+                                                     boost::asio::ip::tcp::socket& upstream,
+                                                     std::vector<std::uint8_t>& first,
+                                                     std::chrono::milliseconds window);
+
 // limits.max_connections and limits.max_connections_per_source for the
 // flow's source (record.src must be set). False when over either: the
 // client is closed and the flow recorded as builtin:limit.

@@ -185,9 +185,14 @@ void Worker::revoke(std::shared_ptr<const Snapshot> s) {
       facts.src = r.src.ip;
       facts.dst = r.dst->ip;
       facts.port = r.dst->port;
-      facts.proto = r.proto;
-      if (r.host) facts.name = *r.host;
-      facts.tls_without_sni = r.proto == Proto::tls && !r.host;
+      // A flow decided at once is judged on its observed proto and name
+      // only where the new policy would look at them for a new flow.
+      const bool named =
+          !f.decided_at_once ||
+          s->policy->name_can_matter(r.listener, r.src.ip, r.dst->port, r.source_pod.get());
+      facts.proto = named ? r.proto : Proto::tcp;
+      if (named && r.host) facts.name = *r.host;
+      facts.tls_without_sni = facts.proto == Proto::tls && !r.host;
       facts.ech = r.ech.value_or(false);
       facts.identity = r.source_pod.get();
       facts.today = today;

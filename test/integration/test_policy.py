@@ -306,3 +306,76 @@ class ClientFirstNonHttpTest(harness.GatewayTest):
                 self.assertLess(r["elapsed_ms"], 1000, "not held until the 2 s sniff timeout: %s" % r)
                 rec = self.log.wait(W.match(event="flow", src=r["local"]), since=mark)
                 self.assertRecord(rec, decision="allow", rule="echo", proto="tcp", close="eof")
+
+
+class NamesOnFlowsDecidedAtOnceTest(harness.GatewayTest):
+    """Contract rule 11: where no host entry can match, the decision is taken
+    at once, and the client's first bytes are still classified as they pass
+    (proto and name in the `open` and `flow` records), never delayed and
+    never changing the decision; a server that speaks first gets its flow
+    recorded as nameless `tcp`, with no added delay."""
+
+    rules = [
+        {"name": "web-by-address", "to": [{"cidr": W.WEB_IP + "/32", "ports": [443, 80]}]},
+        {"name": "echo", "to": [{"cidr": W.ECHO_IP + "/32", "ports": [W.ECHO_PORT]}]},
+        {"name": "smtp", "to": [{"cidr": W.BANNER_IP + "/32", "ports": [W.BANNER_PORT]}]},
+    ]
+
+    def records(self, src, mark):
+        rec = self.log.wait(W.match(event="flow", src=src), since=mark)
+        opened = self.log.find(W.match(event="open", src=src), mark)
+        self.assertEqual(len(opened), 1, opened)
+        return opened[0], rec
+
+    def test_tls_gets_its_sni(self):
+        mark = self.log.mark()
+        r = self.world.curl("https://allowed.test/", ip=W.WEB_IP)
+        self.assertEqual((r.rc, r.status), (0, 200), r)
+        rec = self.log.wait(W.match(event="flow", host="allowed.test"), since=mark)
+        opened, rec = self.records(rec["src"], mark)
+        for x in (opened, rec):
+            self.assertRecord(x, decision="allow", rule="web-by-address", proto="tls", host="allowed.test")
+        self.assertTrue(rec.get("alpn"), "the hello's ALPN is recorded: %s" % rec)
+        self.assertNotIn("integrity", rec, "a cidr decision has no integrity check: %s" % rec)
+
+    def test_tls_name_the_policy_would_deny_does_not_change_the_decision(self):
+        # No host entry can match port 443 here, so even a name no rule
+        # names is only recorded: the cidr rule decided.
+        mark = self.log.mark()
+        r = self.world.curl("https://nope.test/", ip=W.WEB_IP)
+        self.assertEqual(r.rc, 0, r)
+        rec = self.log.wait(W.match(event="flow", host="nope.test"), since=mark)
+        self.assertRecord(rec, decision="allow", rule="web-by-address", proto="tls")
+
+    def test_http_gets_its_host(self):
+        mark = self.log.mark()
+        r = self.world.curl("http://allowed.test/", ip=W.WEB_IP)
+        self.assertEqual((r.rc, r.status), (0, 200), r)
+        rec = self.log.wait(W.match(event="flow", host="allowed.test", dst=A(W.WEB_IP, 80)), since=mark)
+        opened, rec = self.records(rec["src"], mark)
+        for x in (opened, rec):
+            self.assertRecord(x, decision="allow", rule="web-by-address", proto="http", host="allowed.test")
+
+    def test_h2c_preface_and_plain_tcp(self):
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        for first, proto in ((preface, "h2c"), (b"EHLO client.example\r\n", "tcp"), (b"\x00\x01binary", "tcp")):
+            with self.subTest(proto=proto, first=first):
+                mark = self.log.mark()
+                r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", first.hex(),
+                                      "--shut-wr", "--read-timeout", "5")
+                self.assertEqual(r["recv"].encode("latin-1"), first, r)
+                self.assertLess(r["elapsed_ms"], 1000, r)
+                opened, rec = self.records(r["local"], mark)
+                for x in (opened, rec):
+                    self.assertRecord(x, decision="allow", rule="echo", proto=proto, host=None)
+                self.assertRecord(rec, bytes_up=len(first), bytes_down=len(first), close="eof")
+
+    def test_server_first_is_not_delayed_and_stays_nameless(self):
+        mark = self.log.mark()
+        r = self.world.client("banner", "--dst", A(W.BANNER_IP, W.BANNER_PORT))
+        self.assertEqual(r["banner"], W.BANNER.decode(), r)
+        self.assertLess(r["latency_ms"], 200, r)
+        self.assertEqual(r["reply"], "221 bye\r\n", r)
+        opened, rec = self.records(r["local"], mark)
+        for x in (opened, rec):
+            self.assertRecord(x, decision="allow", rule="smtp", proto="tcp", host=None)

@@ -139,6 +139,9 @@ struct ActiveFlow {
   log::FlowRecord* record = nullptr;
   bool admitted = false;
   bool transparent = true;  // redirect/tproxy (integrity applies) vs explicit
+  // Decided at once (rule 11): the record's proto and name were observed
+  // after the decision, which did not use them.
+  bool decided_at_once = false;
 };
 
 class Worker {
