@@ -150,8 +150,28 @@ struct Entry {
   bool by_namespace = true;
   std::set<std::string> names;  // distinct names behind a host pattern
   bool resolve = false;
-  std::size_t flows = 0;
+  Learner::Seen seen;
 };
+
+// A record's `time` as the gateway writes it (contract "Access log"):
+// anything else, from a hand-edited or hostile log, is not shown.
+bool is_record_time(std::string_view t) {
+  constexpr std::string_view kShape = "dddd-dd-ddTdd:dd:dd.dddZ";
+  if (t.size() != kShape.size()) return false;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    const bool digit = t[i] >= '0' && t[i] <= '9';
+    if (kShape[i] == 'd' ? !digit : t[i] != kShape[i]) return false;
+  }
+  return true;
+}
+
+// "first seen T1, last T2" to the second, or "seen T" when both are one.
+std::string seen_comment(const Learner::Seen& seen) {
+  if (seen.first.empty()) return {};
+  const auto second = [](const std::string& t) { return t.substr(0, 19) + "Z"; };
+  if (second(seen.first) == second(seen.last)) return ", seen " + second(seen.first);
+  return ", first seen " + second(seen.first) + ", last " + second(seen.last);
+}
 
 // A wildcard under `base` stays within one owner: base is at or below a
 // registrable domain, and no listed public suffix lies below it (so never
@@ -286,6 +306,12 @@ std::string registrable_domain(std::string_view name) {
   return std::string(name.substr(pos + 1));
 }
 
+void Learner::Seen::add(std::size_t n, std::string_view first_time, std::string_view last_time) {
+  flows += n;
+  if (!first_time.empty() && (first.empty() || first_time < first)) first = first_time;
+  if (!last_time.empty() && (last.empty() || last_time > last)) last = last_time;
+}
+
 Learner::Learner(const config::ConfigSpec& cfg,
                  std::shared_ptr<const policy::CompiledPolicy> policy, LearnOptions options)
     : cfg_(cfg), policy_(std::move(policy)), options_(options) {}
@@ -364,6 +390,10 @@ void Learner::add_line(std::string_view line) {
   }
   std::string_view listener;
   if (const auto* l = string_field(*o, "listener")) listener = sv(*l);
+  std::string_view time;
+  if (const auto* t = string_field(*o, "time"); t != nullptr && is_record_time(sv(*t))) {
+    time = sv(*t);
+  }
 
   // A keep-alive connection that carried several names lists them all in
   // `hosts`; its decision is the last one taken, so each name is a candidate.
@@ -377,7 +407,7 @@ void Learner::add_line(std::string_view line) {
     if (const auto* h = string_field(*o, "host")) names.push_back(sv(*h));
   }
   if (names.empty()) {
-    add_observation(obs, listener);
+    add_observation(obs, listener, time);
     return;
   }
   for (std::string_view raw : names) {
@@ -396,7 +426,7 @@ void Learner::add_line(std::string_view line) {
       }
       named.name = c.name->text;
     }
-    add_observation(std::move(named), listener);
+    add_observation(std::move(named), listener, time);
   }
 }
 
@@ -418,7 +448,7 @@ policy::FlowFacts Learner::facts_of(const Observation& obs, PodIdentity& pod) co
   return facts;
 }
 
-void Learner::add_observation(Observation obs, std::string_view listener) {
+void Learner::add_observation(Observation obs, std::string_view listener, std::string_view time) {
   const policy::AddressClassification cls = policy::classify(obs.dst);
   if (!obs.name.empty() && !obs.integrity_failed && cls.cls != policy::AddressClass::global) {
     // The guard denies host matches to these addresses whatever the rules.
@@ -453,7 +483,7 @@ void Learner::add_observation(Observation obs, std::string_view listener) {
                 ", which an allow rule cannot change");
     return;
   }
-  ++observations_[std::move(obs)];
+  observations_[std::move(obs)].add(1, time, time);
 }
 
 LearnResult Learner::suggest() const {
@@ -483,7 +513,7 @@ LearnResult Learner::suggest() const {
   // Entries, keyed by pattern (hosts) or cidr (addresses).
   std::map<std::string, Entry> host_entries;
   std::map<Cidr, Entry> cidr_entries;
-  for (const auto& [obs, n] : observations_) {
+  for (const auto& [obs, seen] : observations_) {
     Entry* e = nullptr;
     if (!obs.name.empty()) {
       const std::string& p = pattern.at(obs.name);
@@ -503,7 +533,7 @@ LearnResult Learner::suggest() const {
     } else {
       e->namespaces.insert(obs.namespace_name);
     }
-    e->flows += n;
+    e->seen.add(seen.flows, seen.first, seen.last);
   }
 
   // Rules: one per (site, from), the site being the registrable domain
@@ -532,7 +562,7 @@ LearnResult Learner::suggest() const {
     g.from = std::move(from);
     g.namespaces = std::move(namespaces);
     g.entries.push_back(&e);
-    g.flows += e.flows;
+    g.flows += e.seen.flows;
   };
   for (const auto& [p, e] : host_entries) {
     std::string_view base = p;
@@ -601,7 +631,7 @@ LearnResult Learner::suggest() const {
         to.cidr = e->cidr;
         body += "        - cidr: " + yaml_quote(e->cidr.to_string()) + "  # ";
       }
-      body += plural(e->flows, "flow", "flows") + "\n";
+      body += plural(e->seen.flows, "flow", "flows") + seen_comment(e->seen) + "\n";
       body += "          ports: ";
       append_ports(body, to.ports);
       body += "\n";
@@ -623,14 +653,14 @@ LearnResult Learner::suggest() const {
     spec.rules.insert(spec.rules.end(), result.rules.begin(), result.rules.end());
     const auto merged = policy::CompiledPolicy::compile(spec, cfg_.tls);
     const policy::AssumeIntegrity assume;
-    for (const auto& [obs, n] : observations_) {
+    for (const auto& [obs, seen] : observations_) {
       PodIdentity pod;
       const policy::Verdict v = merged->decide(facts_of(obs, pod), assume).verdict;
       if (v.decision == policy::Decision::allow) {
-        result.covered += n;
+        result.covered += seen.flows;
       } else {
         still_denied["would still be " + std::string(policy::to_string(v.decision)) + " by " +
-                     shown(v.rule) + " with these rules"] += n;
+                     shown(v.rule) + " with these rules"] += seen.flows;
       }
     }
   }

@@ -79,9 +79,17 @@ class Learner {
     std::string namespace_name;
     friend auto operator<=>(const Observation&, const Observation&) = default;
   };
+  // How often, and when, an observation was seen: the records' `time`
+  // (UTC, "YYYY-MM-DDTHH:MM:SS.mmmZ", so text order is time order).
+  struct Seen {
+    std::size_t flows = 0;
+    std::string first;  // empty = no record carried a well-formed time
+    std::string last;
+    void add(std::size_t n, std::string_view first_time, std::string_view last_time);
+  };
 
  private:
-  void add_observation(Observation obs, std::string_view listener);
+  void add_observation(Observation obs, std::string_view listener, std::string_view time);
   // The flow an observation stands for, as decide() takes it; `pod` holds
   // its source identity (namespace only) and must outlive the facts.
   [[nodiscard]] policy::FlowFacts facts_of(const Observation& obs, PodIdentity& pod) const;
@@ -90,8 +98,8 @@ class Learner {
   const config::ConfigSpec& cfg_;
   std::shared_ptr<const policy::CompiledPolicy> policy_;
   LearnOptions options_;
-  std::map<Observation, std::size_t> observations_;  // -> flows
-  std::map<std::string, std::size_t> not_covered_;   // reason -> flows
+  std::map<Observation, Seen> observations_;
+  std::map<std::string, std::size_t> not_covered_;  // reason -> flows
   std::size_t records_ = 0;
   std::size_t denied_ = 0;
   std::size_t malformed_ = 0;

@@ -113,37 +113,37 @@ constexpr const char* kSmallExpected =
     - name: "learned-example-com-2"  # 4 flows
       from: ["10.0.1.4/30"]
       to:
-        - host: "*.api.example.com"  # 3 names, 4 flows
+        - host: "*.api.example.com"  # 3 names, 4 flows, first seen 2026-11-26T05:00:00Z, last 2026-11-26T07:15:30Z
           ports: [443]
     - name: "learned-example-com-3"  # 2 flows
       from: ["10.0.1.5/32", "10.0.2.9/32"]
       to:
-        - host: "example.com"  # 2 flows
+        - host: "example.com"  # 2 flows, seen 2026-11-26T05:00:00Z
           ports: [443, 8443]
     - name: "learned-example-net"  # 1 flow
       from: ["10.0.1.5/32"]
       to:
-        - host: "pkg.example.net"  # 1 flow
+        - host: "pkg.example.net"  # 1 flow, seen 2026-11-26T05:00:00Z
           ports: [443]
           destination: "resolve"
     - name: "learned-example-org"  # 1 flow
       from: ["10.0.3.1/32"]
       to:
-        - host: "mirror.example.org"  # 1 flow
+        - host: "mirror.example.org"  # 1 flow, seen 2026-11-26T05:00:00Z
           ports: [443]
     - name: "learned-addresses"  # 5 flows
       from: ["10.0.1.5/32"]
       to:
-        - cidr: "192.0.2.1/32"  # 1 flow
+        - cidr: "192.0.2.1/32"  # 1 flow, seen 2026-11-26T05:00:00Z
           ports: [443]
-        - cidr: "198.51.100.7/32"  # 1 flow
+        - cidr: "198.51.100.7/32"  # 1 flow, seen 2026-11-26T05:00:00Z
           ports: [22]
-        - cidr: "203.0.113.0/24"  # 3 flows
+        - cidr: "203.0.113.0/24"  # 3 flows, first seen 2026-11-25T23:59:59Z, last 2026-11-26T05:00:00Z
           ports: [5432]
     - name: "learned-addresses-2"  # 1 flow
       from: ["2001:db8:1::5/128"]
       to:
-        - cidr: "2001:db8:2::1/128"  # 1 flow
+        - cidr: "2001:db8:2::1/128"  # 1 flow, seen 2026-11-26T05:00:00Z
           ports: [443]
 )";
 
@@ -558,6 +558,24 @@ TEST(LearnIdentity, GroupsPodSourcesByNamespace) {
   ASSERT_EQ(a.rules.size(), 1U);
   EXPECT_TRUE(a.rules[0].from_identities.empty());
   EXPECT_EQ(a.rules[0].from.size(), 1U);
+}
+
+TEST_F(LearnerTest, FirstAndLastSeenComeOnlyFromWellFormedTimes) {
+  auto at = [](std::string l, const std::string& time) {
+    const std::string from = "2026-11-26T05:00:00.000Z";
+    return l.replace(l.find(from), from.size(), time);
+  };
+  const std::string flow = line("10.0.1.5:1", "203.0.113.1:5432", nullptr);
+  const LearnResult r = learn({at(flow, "2026-11-27T01:02:03.456Z"), flow,
+                               at(flow, "2026-11-28T00:00:00Z\\n# injected"),
+                               at(flow, "9999-99-99T99:99:99.999"), at(flow, "")});
+  EXPECT_NE(r.yaml.find("# 5 flows, first seen 2026-11-26T05:00:00Z, last 2026-11-27T01:02:03Z\n"),
+            std::string::npos)
+      << r.yaml;
+  EXPECT_EQ(r.yaml.find("injected"), std::string::npos) << r.yaml;
+
+  const LearnResult untimed = learn({at(flow, "yesterday")});
+  EXPECT_NE(untimed.yaml.find("\"203.0.113.1/32\"  # 1 flow\n"), std::string::npos) << untimed.yaml;
 }
 
 }  // namespace
