@@ -464,6 +464,45 @@ def cmd_many(a):
     out({"ok": a.n - len(errors), "errors": errors[:10], "closed": True})
 
 
+def cmd_echo_loop(a):
+    """Short echo flows back to back on --concurrency threads for --seconds:
+    each sends a line, half-closes and must get the line back. Prints every
+    flow's local address (to find its record) and the failures."""
+    stop_at = time.monotonic() + a.seconds
+    lock = threading.Lock()
+    locals_ok, failures = [], []
+
+    def worker(t):
+        n = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            line = ("flow %d.%d\n" % (t, n)).encode()
+            where = None
+            try:
+                s = connect(a.dst, a.src, timeout=5)
+                where = local(s)
+                s.sendall(line)
+                s.shutdown(socket.SHUT_WR)
+                data, how = read_all(s, 5)
+                s.close()
+                ok = data == line and how == "eof"
+                why = None if ok else "got %r, %s" % (data, how)
+            except Exception as e:  # counted, not raised
+                ok, why = False, "%s: %s" % (type(e).__name__, e)
+            with lock:
+                if ok:
+                    locals_ok.append(where)
+                else:
+                    failures.append({"local": where, "why": why})
+
+    threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(a.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(a.seconds + 30)
+    out({"flows": len(locals_ok) + len(failures), "ok": locals_ok, "failures": failures[:20]})
+
+
 def dns_query(server, name, qtype_name):
     qtype = {"A": 1, "AAAA": 28}[qtype_name]
     qid = int.from_bytes(os.urandom(2), "big")
@@ -546,6 +585,11 @@ def main():
     p.add_argument("--dst", required=True)
     p.add_argument("--interval", type=float, default=0.5)
     p.add_argument("--max-time", type=float, default=15.0)
+
+    p = sp("echo-loop", cmd_echo_loop)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=4)
 
     p = sp("banner", cmd_banner)
     p.add_argument("--dst", required=True)
