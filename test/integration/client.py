@@ -503,6 +503,33 @@ def cmd_echo_loop(a):
     out({"flows": len(locals_ok) + len(failures), "ok": locals_ok, "failures": failures[:20]})
 
 
+def cmd_latency(a):
+    """One short echo flow every --interval seconds for --seconds: connect,
+    send a line, read it back, close. Prints one JSON line per flow as it
+    ends: [start (wall clock, s), latency ms or null when it failed]."""
+    stop_at = time.monotonic() + a.seconds
+    while time.monotonic() < stop_at:
+        t_wall, t0 = time.time(), time.monotonic()
+        try:
+            s = connect(a.dst, a.src, timeout=5)
+            s.sendall(b"ping\n")
+            got = b""
+            s.settimeout(5)
+            while len(got) < 5:
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                got += chunk
+            s.close()
+            ms = (time.monotonic() - t0) * 1000 if got == b"ping\n" else None
+        except OSError:
+            ms = None
+        out([round(t_wall, 4), None if ms is None else round(ms, 3)])
+        left = a.interval - (time.monotonic() - t0)
+        if left > 0:
+            time.sleep(left)
+
+
 def dns_query(server, name, qtype_name):
     qtype = {"A": 1, "AAAA": 28}[qtype_name]
     qid = int.from_bytes(os.urandom(2), "big")
@@ -590,6 +617,11 @@ def main():
     p.add_argument("--dst", required=True)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=4)
+
+    p = sp("latency", cmd_latency)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--interval", type=float, default=0.01)
 
     p = sp("banner", cmd_banner)
     p.add_argument("--dst", required=True)
