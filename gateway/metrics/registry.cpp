@@ -172,20 +172,42 @@ void append_value(std::string& out, std::uint64_t v) {
 
 // ---- WorkerMetrics --------------------------------------------------------
 
-WorkerMetrics::WorkerMetrics(std::size_t listeners)
-    : listeners_(listeners), durations_(listeners) {}
+WorkerMetrics::WorkerMetrics(std::size_t listeners) {
+  grow(std::min(listeners, kMaxListeners));
+}
+
+WorkerMetrics::PerListener* WorkerMetrics::per_listener(std::size_t i) const noexcept {
+  if (i >= listener_count_.load(std::memory_order_acquire)) return nullptr;
+  return chunks_[i / kListenerChunk].load(std::memory_order_acquire) + i % kListenerChunk;
+}
+
+bool WorkerMetrics::grow(std::size_t n) {
+  if (n > kMaxListeners) return false;
+  const std::size_t have = listener_count_.load(std::memory_order_relaxed);
+  if (n <= have) return true;
+  for (std::size_t c = chunk_storage_.size(); c * kListenerChunk < n; ++c) {
+    chunk_storage_.push_back(std::make_unique<PerListener[]>(kListenerChunk));
+    chunks_[c].store(chunk_storage_.back().get(), std::memory_order_release);
+  }
+  {
+    std::lock_guard lock(mu_);
+    durations_.resize(n);
+  }
+  listener_count_.store(n, std::memory_order_release);
+  return true;
+}
 
 void WorkerMetrics::flow_opened(std::size_t listener) noexcept {
-  if (listener >= listeners_.size()) return;
-  auto& a = listeners_[listener].active;
-  a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  PerListener* l = per_listener(listener);
+  if (l == nullptr) return;
+  l->active.store(l->active.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 void WorkerMetrics::flow_closed(std::size_t listener, Proto proto, log::Decision decision,
                                 std::string_view rule, std::chrono::nanoseconds duration) {
-  if (listener >= listeners_.size()) return;
-  auto& a = listeners_[listener].active;
-  a.store(a.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  PerListener* l = per_listener(listener);
+  if (l == nullptr) return;
+  l->active.store(l->active.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 
   const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(
       0, std::chrono::duration_cast<std::chrono::microseconds>(duration).count()));
@@ -214,9 +236,10 @@ void WorkerMetrics::flow_closed(std::size_t listener, Proto proto, log::Decision
 }
 
 void WorkerMetrics::add_bytes(std::size_t listener, std::uint64_t up, std::uint64_t down) noexcept {
-  if (listener >= listeners_.size()) return;
-  if (up != 0) listeners_[listener].bytes_up.add(up);
-  if (down != 0) listeners_[listener].bytes_down.add(down);
+  PerListener* l = per_listener(listener);
+  if (l == nullptr) return;
+  if (up != 0) l->bytes_up.add(up);
+  if (down != 0) l->bytes_down.add(down);
 }
 
 void WorkerMetrics::http_request(Proto proto, log::Decision decision) noexcept {
@@ -238,12 +261,29 @@ void WorkerMetrics::upstream_connect_failed(ConnectFailure reason) noexcept {
 // ---- Registry -------------------------------------------------------------
 
 Registry::Registry(unsigned workers, std::vector<std::string> listeners, std::string version)
-    : listeners_(std::move(listeners)), version_(std::move(version)) {
+    : version_(std::move(version)) {
   if (workers == 0) workers = 1;
   workers_.reserve(workers);
-  for (unsigned i = 0; i < workers; ++i) {
-    workers_.push_back(std::make_unique<WorkerMetrics>(listeners_.size()));
-  }
+  for (unsigned i = 0; i < workers; ++i) workers_.push_back(std::make_unique<WorkerMetrics>(0));
+  for (const std::string& name : listeners) add_listener(name);
+}
+
+std::vector<std::string> Registry::listeners() const {
+  std::lock_guard lock(listeners_mu_);
+  return listeners_;
+}
+
+std::optional<std::size_t> Registry::add_listener(const std::string& name) {
+  std::lock_guard lock(listeners_mu_);
+  const auto it = std::find(listeners_.begin(), listeners_.end(), name);
+  if (it != listeners_.end()) return static_cast<std::size_t>(it - listeners_.begin());
+  const std::size_t n = listeners_.size() + 1;
+  if (n > WorkerMetrics::kMaxListeners) return std::nullopt;
+  // Every shard has the counters before the name is visible: a scrape that
+  // sees the name finds them on every shard.
+  for (auto& w : workers_) w->grow(n);
+  listeners_.push_back(name);
+  return n - 1;
 }
 
 void Registry::dns_query(DnsResult result) noexcept {
@@ -296,20 +336,26 @@ void Registry::render_egressd(std::string& out) const {
     std::string rule;
     auto operator<=>(const FlowSeries&) const = default;
   };
+  // The names so far; a listener a reload adds while this runs shows up at
+  // the next scrape.
+  const std::vector<std::string> listeners = this->listeners();
+  const std::size_t n_listeners = listeners.size();
   std::map<FlowSeries, std::uint64_t> flows;
-  std::vector<WorkerMetrics::Histogram> durations(listeners_.size());
-  std::vector<std::int64_t> active(listeners_.size(), 0);
-  std::vector<std::uint64_t> up(listeners_.size(), 0);
-  std::vector<std::uint64_t> down(listeners_.size(), 0);
+  std::vector<WorkerMetrics::Histogram> durations(n_listeners);
+  std::vector<std::int64_t> active(n_listeners, 0);
+  std::vector<std::uint64_t> up(n_listeners, 0);
+  std::vector<std::uint64_t> down(n_listeners, 0);
   std::array<std::array<std::uint64_t, kDecisions>, kProtos> http{};
   std::array<std::uint64_t, kConnectFailures> connect{};
   std::array<std::uint64_t, kGuardClasses> guard{};
 
   for (const auto& w : workers_) {
-    for (std::size_t l = 0; l < listeners_.size(); ++l) {
-      active[l] += w->listeners_[l].active.load(std::memory_order_relaxed);
-      up[l] += w->listeners_[l].bytes_up.get();
-      down[l] += w->listeners_[l].bytes_down.get();
+    for (std::size_t l = 0; l < n_listeners; ++l) {
+      const WorkerMetrics::PerListener* pl = w->per_listener(l);
+      if (pl == nullptr) continue;  // not possible: names appear after every shard grew
+      active[l] += pl->active.load(std::memory_order_relaxed);
+      up[l] += pl->bytes_up.get();
+      down[l] += pl->bytes_down.get();
     }
     for (std::size_t p = 0; p < kProtos; ++p) {
       for (std::size_t d = 0; d < kDecisions; ++d) http[p][d] += w->http_requests_[p][d].get();
@@ -319,10 +365,11 @@ void Registry::render_egressd(std::string& out) const {
 
     std::lock_guard lock(w->mu_);
     for (const auto& [k, n] : w->flows_) {
-      flows[FlowSeries{listeners_[k.listener], to_string(k.proto), log::to_string(k.decision),
+      if (k.listener >= n_listeners) continue;  // added after `listeners` was read
+      flows[FlowSeries{listeners[k.listener], to_string(k.proto), log::to_string(k.decision),
                        k.rule}] += n;
     }
-    for (std::size_t l = 0; l < listeners_.size(); ++l) {
+    for (std::size_t l = 0; l < n_listeners && l < w->durations_.size(); ++l) {
       const auto& h = w->durations_[l];
       for (std::size_t b = 0; b < h.buckets.size(); ++b) durations[l].buckets[b] += h.buckets[b];
       durations[l].sum_us += h.sum_us;
@@ -331,10 +378,10 @@ void Registry::render_egressd(std::string& out) const {
   }
 
   // Listener names sorted, for stable output whatever the config order.
-  std::vector<std::size_t> by_name(listeners_.size());
+  std::vector<std::size_t> by_name(n_listeners);
   for (std::size_t i = 0; i < by_name.size(); ++i) by_name[i] = i;
   std::sort(by_name.begin(), by_name.end(),
-            [&](std::size_t a, std::size_t b) { return listeners_[a] < listeners_[b]; });
+            [&](std::size_t a, std::size_t b) { return listeners[a] < listeners[b]; });
 
   std::uint64_t dropped = 0;
   {
@@ -378,9 +425,9 @@ void Registry::render_egressd(std::string& out) const {
   header(out, "egressd_flow_bytes_total", "counter",
          "Bytes relayed, up (client to upstream) and down.");
   for (const std::size_t l : by_name) {
-    sample(out, "egressd_flow_bytes_total", {{"listener", listeners_[l]}, {"direction", "down"}},
+    sample(out, "egressd_flow_bytes_total", {{"listener", listeners[l]}, {"direction", "down"}},
            down[l]);
-    sample(out, "egressd_flow_bytes_total", {{"listener", listeners_[l]}, {"direction", "up"}},
+    sample(out, "egressd_flow_bytes_total", {{"listener", listeners[l]}, {"direction", "up"}},
            up[l]);
   }
 
@@ -397,21 +444,21 @@ void Registry::render_egressd(std::string& out) const {
     for (std::size_t b = 0; b < kBounds.size(); ++b) {
       cumulative += h.buckets[b];
       sample(out, "egressd_flow_duration_seconds_bucket",
-             {{"listener", listeners_[l]}, {"le", kBounds[b]}}, cumulative);
+             {{"listener", listeners[l]}, {"le", kBounds[b]}}, cumulative);
     }
     cumulative += h.buckets.back();
     sample(out, "egressd_flow_duration_seconds_bucket",
-           {{"listener", listeners_[l]}, {"le", "+Inf"}}, cumulative);
-    sample(out, "egressd_flow_duration_seconds_sum", {{"listener", listeners_[l]}},
+           {{"listener", listeners[l]}, {"le", "+Inf"}}, cumulative);
+    sample(out, "egressd_flow_duration_seconds_sum", {{"listener", listeners[l]}},
            static_cast<double>(h.sum_us) / 1e6);
-    sample(out, "egressd_flow_duration_seconds_count", {{"listener", listeners_[l]}}, h.count);
+    sample(out, "egressd_flow_duration_seconds_count", {{"listener", listeners[l]}}, h.count);
   }
 
   header(out, "egressd_flows_active", "gauge", "Connections open now.");
   for (const std::size_t l : by_name) {
     // A scrape between a shard's two relaxed stores can't see a negative
     // sum (pairs stay on one shard), but clamp anyway: a gauge of flows.
-    sample(out, "egressd_flows_active", {{"listener", listeners_[l]}},
+    sample(out, "egressd_flows_active", {{"listener", listeners[l]}},
            static_cast<std::uint64_t>(std::max<std::int64_t>(0, active[l])));
   }
 

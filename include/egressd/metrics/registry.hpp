@@ -9,9 +9,9 @@
 // sums the shards. Registry-wide counters (DNS, reloads) are updated rarely
 // and use ordinary atomics.
 //
-// Labels are bounded: listener names (fixed at start-up), rule names (from
-// the config; a reload adds names, old series are kept, so a series never
-// goes backwards), and fixed enums. A host name or an IP is never a label.
+// Labels are bounded: listener names and rule names (both from the config;
+// a reload adds names, old series are kept, so a series never goes
+// backwards), and fixed enums. A host name or an IP is never a label.
 
 #include <array>
 #include <atomic>
@@ -86,7 +86,16 @@ class LocalCounter {
 // listener index outside the registry's listeners is ignored.
 class alignas(64) WorkerMetrics {
  public:
+  // Listener names a process can have over its life (Registry::add_listener
+  // refuses more): per-listener counters live in fixed chunks that are
+  // never moved, so a reload can add listeners while workers count.
+  static constexpr std::size_t kListenerChunk = 16;
+  static constexpr std::size_t kMaxListenerChunks = 256;
+  static constexpr std::size_t kMaxListeners = kListenerChunk * kMaxListenerChunks;
+
   explicit WorkerMetrics(std::size_t listeners);
+  WorkerMetrics(const WorkerMetrics&) = delete;
+  WorkerMetrics& operator=(const WorkerMetrics&) = delete;
 
   // A connection was accepted on `listener`; pair with exactly one
   // flow_closed() on this same shard.
@@ -141,7 +150,18 @@ class alignas(64) WorkerMetrics {
     }
   };
 
-  std::vector<PerListener> listeners_;
+  // The counters of listener `i`, or nullptr when `i` is not (yet) one of
+  // this shard's listeners. Any thread.
+  [[nodiscard]] PerListener* per_listener(std::size_t i) const noexcept;
+  // Registry::add_listener only (serialised by the registry): makes room for
+  // `n` listeners; false past kMaxListeners.
+  bool grow(std::size_t n);
+
+  // Chunks are published with release before listener_count_ grows past
+  // them; a reader that saw the count sees the chunk. Never shrinks.
+  std::array<std::atomic<PerListener*>, kMaxListenerChunks> chunks_{};
+  std::vector<std::unique_ptr<PerListener[]>> chunk_storage_;  // grow() only
+  std::atomic<std::size_t> listener_count_{0};
   std::array<std::array<LocalCounter, kDecisions>, kProtos> http_requests_{};
   std::array<LocalCounter, kConnectFailures> connect_failures_{};
   std::array<LocalCounter, kGuardClasses> guard_denials_{};
@@ -155,7 +175,7 @@ class Registry {
  public:
   // `workers` shards (at least one), `listeners` the config's listener
   // names in order (their index is the listener argument of WorkerMetrics),
-  // `version` for egressd_build_info.
+  // `version` for egressd_build_info. Duplicate names share one index.
   Registry(unsigned workers, std::vector<std::string> listeners, std::string version);
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
@@ -163,7 +183,13 @@ class Registry {
   // i < workers(); the reference is valid for the registry's life.
   [[nodiscard]] WorkerMetrics& worker(unsigned i) noexcept { return *workers_[i]; }
   [[nodiscard]] unsigned workers() const noexcept { return static_cast<unsigned>(workers_.size()); }
-  [[nodiscard]] const std::vector<std::string>& listeners() const noexcept { return listeners_; }
+  // The listener names so far, in index order. Any thread.
+  [[nodiscard]] std::vector<std::string> listeners() const;
+  // A reload's listener: the index of `name` (the same as before when the
+  // name was seen already, so a changed listener keeps its series), its
+  // counters ready on every shard before this returns. nullopt once
+  // WorkerMetrics::kMaxListeners names exist. Any thread.
+  std::optional<std::size_t> add_listener(const std::string& name);
 
   // Any thread.
   void dns_query(DnsResult result) noexcept;
@@ -201,7 +227,8 @@ class Registry {
   void render_egressd(std::string& out) const;
 
  private:
-  std::vector<std::string> listeners_;
+  mutable std::mutex listeners_mu_;
+  std::vector<std::string> listeners_;  // guarded by listeners_mu_; only grows
   std::string version_;
   std::vector<std::unique_ptr<WorkerMetrics>> workers_;
 

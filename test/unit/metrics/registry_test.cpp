@@ -278,6 +278,81 @@ TEST(Registry, ConcurrentUpdatesAndScrapes) {
   EXPECT_NE(out.find(R"(rule="a"} 5000)"), std::string::npos);
 }
 
+// A reload adds listeners: a new name gets the next index, a known name
+// (a listener changed in place) its old one, and both have series at once.
+TEST(Registry, ReloadAddsListenersKnownNamesKeepTheirIndex) {
+  Registry reg(2, {"a", "b"}, "v");
+  EXPECT_EQ(reg.add_listener("b"), 1U);
+  EXPECT_EQ(reg.add_listener("c"), 2U);
+  EXPECT_EQ(reg.add_listener("c"), 2U);
+  EXPECT_EQ(reg.listeners(), (std::vector<std::string>{"a", "b", "c"}));
+  reg.worker(1).flow_opened(2);
+  reg.worker(1).add_bytes(2, 3, 4);
+  reg.worker(0).flow_opened(7);  // not a listener: ignored
+  std::string out;
+  reg.render_egressd(out);
+  EXPECT_NE(out.find("egressd_flows_active{listener=\"c\"} 1\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("egressd_flow_bytes_total{listener=\"c\",direction=\"up\"} 3\n"),
+            std::string::npos);
+  reg.worker(1).flow_closed(2, Proto::tcp, Decision::allow, "r", 1ms);
+  out.clear();
+  reg.render_egressd(out);
+  EXPECT_NE(out.find("egressd_flows_active{listener=\"c\"} 0\n"), std::string::npos);
+  EXPECT_NE(
+      out.find(R"(egressd_flows_total{listener="c",proto="tcp",decision="allow",rule="r"} 1)"),
+      std::string::npos)
+      << out;
+}
+
+// Listeners added while workers count and a scraper renders (the chunks
+// never move): counts stay exact. Meant for TSan and ASan too.
+TEST(Registry, ListenersAddedWhileWorkersCount) {
+  Registry reg(2, {"l0"}, "v");
+  constexpr std::size_t kAdded = 40;  // more than two chunks
+  std::atomic<std::size_t> known{1};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      auto& w = reg.worker(t);
+      while (!done.load()) {
+        const std::size_t n = known.load();
+        for (std::size_t l = 0; l < n; ++l) w.add_bytes(l, 1, 0);
+      }
+      for (std::size_t l = 0; l <= kAdded; ++l) w.add_bytes(l, 1000, 0);
+    });
+  }
+  std::thread scraper([&] {
+    while (!done.load()) {
+      std::string out;
+      reg.render_egressd(out);
+    }
+  });
+  for (std::size_t i = 1; i <= kAdded; ++i) {
+    ASSERT_EQ(reg.add_listener("l" + std::to_string(i)), i);
+    known.store(i + 1);
+    std::this_thread::sleep_for(100us);
+  }
+  done = true;
+  for (auto& t : threads) t.join();
+  scraper.join();
+  std::string out;
+  reg.render_egressd(out);
+  const std::string key = "egressd_flow_bytes_total{listener=\"l40\",direction=\"up\"} ";
+  const auto pos = out.find(key);
+  ASSERT_NE(pos, std::string::npos) << out;
+  EXPECT_GE(std::stoull(out.substr(pos + key.size())), 2000U);
+}
+
+TEST(Registry, ListenerNamesAreCapped) {
+  Registry reg(1, {}, "v");
+  for (std::size_t i = 0; i < WorkerMetrics::kMaxListeners; ++i) {
+    ASSERT_EQ(reg.add_listener("l" + std::to_string(i)), i);
+  }
+  EXPECT_EQ(reg.add_listener("one-too-many"), std::nullopt);
+  EXPECT_EQ(reg.add_listener("l5"), 5U);
+}
+
 int promtool_check(const std::string& text) {
   FILE* p = ::popen("promtool check metrics >/dev/null 2>&1", "w");
   if (p == nullptr) return -1;
