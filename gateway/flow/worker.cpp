@@ -31,7 +31,8 @@ constexpr std::size_t kTrimAfterFlows = 1024;
 // out of file descriptors, or the access log asks to stop taking new flows
 // (on_full: block), it waits a little and tries again.
 asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
-                                  tcp::acceptor& acceptor) {
+                                  std::shared_ptr<tcp::acceptor> owned) {
+  tcp::acceptor& acceptor = *owned;
   asio::steady_timer pause(acceptor.get_executor());
   for (;;) {
     const log::AccessLog* access_log = worker.services().access_log;
@@ -145,16 +146,29 @@ void Worker::publish_identities(k8s::IdentitySnapshotPtr s) {
 }
 
 void Worker::serve(std::shared_ptr<const ListenerInfo> listener, tcp::acceptor acceptor) {
-  acceptors_.push_back(std::make_unique<tcp::acceptor>(std::move(acceptor)));
-  tcp::acceptor& a = *acceptors_.back();
-  asio::co_spawn(io_, accept_loop(*this, std::move(listener), a), asio::detached);
+  auto a = std::make_shared<tcp::acceptor>(std::move(acceptor));
+  asio::post(io_, [this, listener = std::move(listener), a = std::move(a)]() mutable {
+    acceptors_.push_back(Acceptor{listener, a});
+    asio::co_spawn(io_, accept_loop(*this, std::move(listener), std::move(a)), asio::detached);
+  });
+}
+
+void Worker::stop_listener(std::shared_ptr<const ListenerInfo> listener) {
+  asio::post(io_, [this, listener = std::move(listener)] {
+    std::erase_if(acceptors_, [&](Acceptor& a) {
+      if (a.listener != listener) return false;
+      boost::system::error_code ignored;
+      a.acceptor->close(ignored);
+      return true;
+    });
+  });
 }
 
 void Worker::close_listeners() {
   asio::post(io_, [this] {
     for (auto& a : acceptors_) {
       boost::system::error_code ignored;
-      a->close(ignored);
+      a.acceptor->close(ignored);
     }
   });
 }

@@ -170,9 +170,16 @@ class Worker {
   // worker thread (no lock on the flow path).
   void publish_identities(k8s::IdentitySnapshotPtr s);
 
-  // Starts accepting on `acceptor` (already bound and listening) on this
-  // worker's thread.
+  // Any thread: starts accepting on `acceptor` (already bound and
+  // listening) on this worker's thread, after what was posted before
+  // (publish a snapshot first and the listener's first flow sees it).
   void serve(std::shared_ptr<const ListenerInfo> listener, boost::asio::ip::tcp::acceptor acceptor);
+  // Any thread (a reload removed or changed `listener`): closes this
+  // worker's acceptors of exactly that ListenerInfo (compared by address,
+  // so a changed listener's new acceptors, served before, stay open). The
+  // flows it accepted go on and end by the usual rules: they hold their
+  // ListenerInfo themselves.
+  void stop_listener(std::shared_ptr<const ListenerInfo> listener);
   // Any thread: close this worker's acceptors (drain: stop taking flows).
   void close_listeners();
   // Any thread: stop every open flow with `reason` (drain's end, revoke).
@@ -204,7 +211,13 @@ class Worker {
   boost::asio::io_context io_{1};
   std::shared_ptr<const Snapshot> snapshot_;
   k8s::IdentitySnapshotPtr identities_;
-  std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors_;
+  // Worker thread only. The accept loop owns its acceptor too, so one
+  // removed here (stop_listener) lives until its loop has seen the close.
+  struct Acceptor {
+    std::shared_ptr<const ListenerInfo> listener;
+    std::shared_ptr<boost::asio::ip::tcp::acceptor> acceptor;
+  };
+  std::vector<Acceptor> acceptors_;
   std::list<ActiveFlow> flows_;
   std::size_t peak_flows_ = 0;  // since the last malloc_trim
   std::atomic<std::size_t> active_count_{0};
