@@ -127,7 +127,7 @@ void ConfigWatcher::settle() {
     return;
   }
   if (last_content_ && *content == *last_content_) return;
-  spdlog::info("config file {} changed; reloading", path_);
+  spdlog::debug("config file {} changed", path_);  // the reload request says the rest
   on_change_();
 }
 

@@ -3,9 +3,12 @@
 #include <sched.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <ostream>
 #include <thread>
 
@@ -34,6 +37,8 @@
 #include "egressd/metrics/registry.hpp"
 #include "egressd/net/socket.hpp"
 #include "egressd/version.hpp"
+#include "reload_plan.hpp"
+#include "reloader.hpp"
 
 namespace egressd::server {
 namespace asio = boost::asio;
@@ -76,14 +81,23 @@ std::string_view mode_name(config::ListenerMode m) {
   return "redirect";
 }
 
-// Binds one SO_REUSEPORT acceptor of `l` on `io`: every worker gets its own,
-// and the kernel spreads connections across them.
+// Binds one SO_REUSEPORT acceptor of `l` on `io`, without listening yet:
+// every worker gets its own, and once listening the kernel spreads
+// connections across them. SO_REUSEPORT is also what lets a reload bind a
+// changed listener's new acceptors on the address its old ones still hold.
+// Throws with one sentence naming the listener and the address.
 tcp::acceptor bind_listener(asio::io_context& io, const config::ListenerSpec& l) {
   const auto address = asio::ip::make_address(l.address.ip.to_string());
   const tcp::endpoint ep(address, l.address.port);
+  const auto fail = [&l](const std::string& why) {
+    return std::runtime_error("cannot listen on " + l.address.to_string() + " for listener '" +
+                              l.name + "': " + why);
+  };
   tcp::acceptor a(io);
-  a.open(ep.protocol());
-  a.set_option(tcp::acceptor::reuse_address(true));
+  boost::system::error_code ec;
+  a.open(ep.protocol(), ec);
+  if (!ec) a.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (ec) throw fail(ec.message());
   const int one = 1;
   if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
     throw std::runtime_error("cannot set SO_REUSEPORT on listener '" + l.name + "'");
@@ -93,14 +107,67 @@ tcp::acceptor bind_listener(asio::io_context& io, const config::ListenerSpec& l)
       throw std::runtime_error("listener '" + l.name + "': " + *err);
     }
   }
-  boost::system::error_code ec;
   a.bind(ep, ec);
-  if (ec) {
-    throw std::runtime_error("cannot listen on " + l.address.to_string() + " for listener '" +
-                             l.name + "': " + ec.message());
-  }
-  a.listen(asio::socket_base::max_listen_connections);
+  if (ec) throw fail(ec.message());
   return a;
+}
+
+// Listeners bound on every worker and listening, not yet served: what a
+// start or a reload has ready before it changes anything.
+struct OpenedListener {
+  std::shared_ptr<flow::ListenerInfo> info;  // index set once the reload is sure
+  std::vector<tcp::acceptor> acceptors;      // one per worker, in worker order
+};
+
+// The ListenerInfo of `l` (without its metrics index). Throws with one
+// sentence when its forward target is invalid.
+std::shared_ptr<flow::ListenerInfo> listener_info(const config::ListenerSpec& l) {
+  auto info = std::make_shared<flow::ListenerInfo>();
+  info->name = l.name;
+  info->mode = l.mode;
+  info->address = l.address;
+  if (l.proxy_protocol) {
+    info->proxy_protocol = true;
+    info->trusted = l.proxy_protocol->trusted;
+  }
+  if (l.forward) {
+    std::shared_ptr<flow::ReplicaSet> replicas = flow::ReplicaSet::from_target(*l.forward);
+    if (!replicas) {
+      throw std::runtime_error("listener '" + l.name + "': invalid forward target '" + *l.forward +
+                               "'");
+    }
+    info->forward = std::move(replicas);
+  }
+  return info;
+}
+
+// Binds every listener of `specs` on every worker, then listens on all of
+// them: two passes, so a listener that cannot be bound leaves no socket in
+// any reuseport group (the kernel hands connections only to listening
+// sockets). All or nothing: on any failure everything opened here is
+// closed and the error names the listener and its address.
+std::vector<OpenedListener> open_listeners(
+    const std::vector<config::ListenerSpec>& specs,
+    const std::vector<std::unique_ptr<flow::Worker>>& workers) {
+  std::vector<OpenedListener> opened;
+  opened.reserve(specs.size());
+  for (const config::ListenerSpec& l : specs) {
+    OpenedListener o;
+    o.info = listener_info(l);
+    for (const auto& w : workers) o.acceptors.push_back(bind_listener(w->io(), l));
+    opened.push_back(std::move(o));
+  }
+  for (std::size_t i = 0; i < opened.size(); ++i) {
+    for (tcp::acceptor& a : opened[i].acceptors) {
+      boost::system::error_code ec;
+      a.listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) {
+        throw std::runtime_error("cannot listen on " + specs[i].address.to_string() +
+                                 " for listener '" + specs[i].name + "': " + ec.message());
+      }
+    }
+  }
+  return opened;  // on a throw, the acceptors close as `opened` goes
 }
 
 spdlog::level::level_enum parse_level(const std::string& s) {
@@ -135,7 +202,9 @@ class Gateway {
     metrics_->set_access_log_dropped_source([this] { return access_log_->dropped_total(); });
 
     own_addresses_ = dns::own_host_addresses();
-    publish_config(config_, /*generation=*/1);
+    publish(make_snapshot(
+        config_, policy::CompiledPolicy::compile(config_.policy, config_.tls, own_addresses_),
+        /*generation=*/1));
     metrics_->config_loaded(1, std::chrono::system_clock::now());
 
     // Limits: each flow holds two descriptors; pipes hold two each while
@@ -164,26 +233,10 @@ class Gateway {
     // Bind everything before serving anything: a listener that cannot be
     // bound stops the start with one clear sentence.
     try {
-      for (std::size_t li = 0; li < config_.listeners.size(); ++li) {
-        const auto& l = config_.listeners[li];
-        auto info = std::make_shared<flow::ListenerInfo>();
-        info->name = l.name;
-        info->mode = l.mode;
-        info->address = l.address;
-        info->index = li;
-        if (l.proxy_protocol) {
-          info->proxy_protocol = true;
-          info->trusted = l.proxy_protocol->trusted;
-        }
-        if (l.forward) {
-          std::shared_ptr<flow::ReplicaSet> replicas = flow::ReplicaSet::from_target(*l.forward);
-          if (!replicas) {
-            throw std::runtime_error("listener '" + l.name + "': invalid forward target '" +
-                                     *l.forward + "'");
-          }
-          info->forward = std::move(replicas);
-        }
-        for (auto& w : workers_) w->serve(info, bind_listener(w->io(), l));
+      std::vector<OpenedListener> opened = open_listeners(config_.listeners, workers_);
+      for (std::size_t li = 0; li < opened.size(); ++li) {
+        opened[li].info->index = li;  // the registry was built with these names
+        serve(std::move(opened[li]));
       }
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
@@ -253,13 +306,18 @@ class Gateway {
     wait_hup_usr1(hup);
     // The config file is watched (ConfigMap `..data` swaps, rename-over,
     // in-place writes); a change reloads like SIGHUP, after 200 ms of quiet.
-    config_watcher_ = std::make_unique<ConfigWatcher>(
-        control_io_, config_path_, std::chrono::milliseconds(200), [this] { reload(); });
+    config_watcher_ =
+        std::make_unique<ConfigWatcher>(control_io_, config_path_, std::chrono::milliseconds(200),
+                                        [this] { request_reload("the config file changed"); });
     if (auto error = config_watcher_->start()) {
       spdlog::warn("not watching {} ({}); SIGHUP still reloads", config_path_, *error);
       config_watcher_.reset();
     }
+    reloader_ = std::make_unique<Reloader>([this](std::uint64_t seq) { prepare_reload(seq); });
     control_io_.run();
+
+    // A reload being prepared finishes first (its result is not applied).
+    reloader_->stop();
 
     if (watcher_) watcher_->stop();
     for (auto& w : workers_) w->io().stop();
@@ -339,50 +397,195 @@ class Gateway {
         spdlog::info("SIGUSR1: reopening the access log");
         access_log_->reopen();
       } else {
-        reload();
+        request_reload("SIGHUP");
       }
       wait_hup_usr1(set);
     });
   }
 
-  void publish_config(const config::ConfigSpec& cfg, std::uint64_t generation) {
+  std::shared_ptr<const flow::Snapshot> make_snapshot(
+      const config::ConfigSpec& cfg, std::shared_ptr<const policy::CompiledPolicy> policy,
+      std::uint64_t generation) const {
     auto snap = std::make_shared<flow::Snapshot>();
-    snap->policy = policy::CompiledPolicy::compile(cfg.policy, cfg.tls, own_addresses_);
+    snap->policy = std::move(policy);
     snap->timeouts = cfg.timeouts;
     snap->tls = cfg.tls;
     snap->upstream_mark = cfg.upstream.mark;
     snap->generation = generation;
+    return snap;
+  }
+
+  // Control thread: new flows on every worker see `snap` from their next
+  // accept on.
+  void publish(std::shared_ptr<const flow::Snapshot> snap) {
     snapshot_ = std::move(snap);
     for (auto& w : workers_) w->publish(snapshot_);
   }
 
-  // SIGHUP: a config that fails validation or its own tests is rejected
-  // whole; the old policy keeps serving.
-  // SIGHUP and the config watcher: validate, run the config's own tests,
-  // compile, then swap; a rejected file leaves the serving config as it is.
-  void reload() {
+  // Control thread: every worker accepts on its acceptor of `o` (after
+  // what was posted to it before, such as a snapshot).
+  void serve(OpenedListener o) {
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      workers_[i]->serve(o.info, std::move(o.acceptors[i]));
+    }
+    listeners_[o.info->name] = std::move(o.info);
+  }
+
+  // ---- reload -------------------------------------------------------------
+  // SIGHUP and the config watcher only ask (control thread); the reload
+  // thread reads, validates, runs the config's own tests and compiles
+  // (prepare_reload); the control thread applies what it prepared
+  // (apply_reload). See reloader.hpp for "newest wins".
+
+  void request_reload(std::string_view why) {
+    if (draining_.load(std::memory_order_relaxed)) {
+      spdlog::info("{}: draining, no reload", why);
+      return;
+    }
+    // The bytes this reload is for: the watcher skips later events that
+    // leave the file as it is now (a SIGHUP right after a write, say).
     if (config_watcher_) {
       if (auto content = read_file(config_path_)) config_watcher_->loaded(*content);
     }
-    auto v = cli::load_and_validate(config_path_, cli::utc_today());
-    for (const auto& d : v.diagnostics) spdlog::warn("{}", d.to_string());
-    if (!v.ok()) {
-      spdlog::error("reload of {} rejected; the previous config keeps serving", config_path_);
-      metrics_->reload_failed();
+    const std::uint64_t seq = reloader_->request();
+    spdlog::info("{}: reloading {} (request {})", why, config_path_, seq);
+  }
+
+  // What the reload thread hands the control thread.
+  struct PreparedReload {
+    std::uint64_t seq = 0;
+    std::vector<config::Diagnostic> diagnostics;           // every one is logged
+    std::optional<config::ConfigSpec> config;              // set when the file is accepted
+    std::shared_ptr<const policy::CompiledPolicy> policy;  // compiled to serve
+    std::chrono::milliseconds took{0};
+  };
+
+  // Reload thread. Touches only what is fixed after start-up (the path,
+  // own_addresses_) and the reloader; the result goes to the control thread.
+  void prepare_reload(std::uint64_t seq) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto p = std::make_shared<PreparedReload>();
+    p->seq = seq;
+    try {
+      cli::ValidatedConfig v = cli::load_and_validate(config_path_, cli::utc_today());
+      const bool accepted = v.ok();  // before the diagnostics move out
+      p->diagnostics = std::move(v.diagnostics);
+      // The serving compile knows this host's own addresses (the guard);
+      // load_and_validate's compile, for the config's own tests, does not.
+      if (accepted && !reloader_->superseded(seq)) {
+        p->policy =
+            policy::CompiledPolicy::compile(v.config->policy, v.config->tls, own_addresses_);
+        p->config = std::move(v.config);
+      }
+    } catch (const std::exception& e) {
+      // Broken invariant or out of memory: rejected like any bad file.
+      config::Diagnostic d;
+      d.pos.file = config_path_;
+      d.message = std::string("reload failed: ") + e.what();
+      p->diagnostics.push_back(std::move(d));
+      p->config.reset();
+      p->policy.reset();
+    }
+    p->took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - t0);
+    if (reloader_->superseded(seq)) {
+      spdlog::info("reload request {} superseded by a newer one while prepared ({} ms); discarded",
+                   seq, p->took.count());
       return;
     }
-    if (v.config->kubernetes.has_value() != (watcher_ != nullptr)) {
-      spdlog::warn(
-          "reload: adding or removing the kubernetes section takes a restart; until then "
-          "identity selectors match {}",
-          watcher_ ? "as before" : "nothing");
+    asio::post(control_io_, [this, p] { apply_reload(*p); });
+  }
+
+  // Control thread. Nothing is changed until everything that can fail has
+  // succeeded: the file was accepted, every new listener is bound and
+  // listening on every worker. Then, in this order on every worker: the new
+  // snapshot, the new listeners, the removed listeners closed.
+  void apply_reload(PreparedReload& p) {
+    if (draining_.load(std::memory_order_relaxed)) {
+      spdlog::info("reload request {} not applied: draining", p.seq);
+      return;
     }
-    publish_config(*v.config, snapshot_->generation + 1);
-    if (v.config->policy.revoke_on_reload) {
+    if (reloader_->superseded(p.seq)) {
+      spdlog::info("reload request {} superseded by a newer one; discarded", p.seq);
+      return;
+    }
+    for (const auto& d : p.diagnostics) {
+      if (d.severity == config::Diagnostic::Severity::error) {
+        spdlog::error("{}", d.to_string());
+      } else {
+        spdlog::warn("{}", d.to_string());
+      }
+    }
+    if (!p.config || !p.policy) {
+      reject("");
+      return;
+    }
+    config::ConfigSpec& next = *p.config;
+
+    const ListenerDiff diff = diff_listeners(config_.listeners, next.listeners);
+    std::vector<OpenedListener> opened;
+    try {
+      opened = open_listeners(diff.added, workers_);
+    } catch (const std::exception& e) {
+      reject(e.what());
+      return;
+    }
+
+    // Committed: nothing below fails.
+    for (const std::string& phrase : restart_only_changes(config_, next)) {
+      spdlog::warn("reload: {} takes a restart; until then the running value stays", phrase);
+    }
+    if (next.kubernetes.has_value() != (watcher_ != nullptr)) {
+      spdlog::warn("reload: until a restart, identity selectors match {}",
+                   watcher_ ? "as before" : "nothing");
+    }
+    for (OpenedListener& o : opened) {
+      if (auto index = metrics_->add_listener(o.info->name)) {
+        o.info->index = *index;
+      } else {
+        o.info->index = std::numeric_limits<std::size_t>::max();  // counted nowhere
+        spdlog::warn(
+            "listener {}: over {} listener names since start; its flows are not in the "
+            "metrics until a restart",
+            o.info->name, metrics::WorkerMetrics::kMaxListeners);
+      }
+    }
+    publish(make_snapshot(next, std::move(p.policy), snapshot_->generation + 1));
+    for (const std::string& name : diff.removed) {
+      auto it = listeners_.find(name);
+      if (it == listeners_.end()) continue;
+      for (auto& w : workers_) w->stop_listener(it->second);
+      listeners_.erase(it);
+    }
+    for (OpenedListener& o : opened) serve(std::move(o));
+    if (next.policy.revoke_on_reload) {
       for (auto& w : workers_) w->revoke(snapshot_);
     }
+    for (const std::string& name : diff.removed) {
+      if (std::find(diff.changed.begin(), diff.changed.end(), name) == diff.changed.end()) {
+        spdlog::info("listener {} stopped; its open flows go on", name);
+      }
+    }
+    for (const config::ListenerSpec& l : diff.added) {
+      const bool changed =
+          std::find(diff.changed.begin(), diff.changed.end(), l.name) != diff.changed.end();
+      spdlog::info("listener {} ({}) on {}{}", l.name, mode_name(l.mode), l.address.to_string(),
+                   changed ? " (changed; its open flows go on)" : "");
+    }
+    config_ = in_force_after_reload(config_, std::move(next));
     metrics_->reload_succeeded(snapshot_->generation, std::chrono::system_clock::now());
-    spdlog::info("reloaded {} (generation {})", config_path_, snapshot_->generation);
+    spdlog::info("reloaded {} (generation {}, prepared in {} ms)", config_path_,
+                 snapshot_->generation, p.took.count());
+  }
+
+  void reject(const std::string& why) {
+    if (why.empty()) {
+      spdlog::error("reload of {} rejected; the previous config keeps serving", config_path_);
+    } else {
+      spdlog::error("reload of {} rejected: {}; the previous config keeps serving", config_path_,
+                    why);
+    }
+    metrics_->reload_failed();
   }
 
   std::size_t active_flows() const {
@@ -439,6 +642,9 @@ class Gateway {
   std::atomic<bool> draining_{false};
   std::unique_ptr<k8s::Watcher> watcher_;  // with a kubernetes section
   std::unique_ptr<ConfigWatcher> config_watcher_;
+  std::unique_ptr<Reloader> reloader_;  // the reload thread
+  // The listeners served now, by name (control thread).
+  std::map<std::string, std::shared_ptr<const flow::ListenerInfo>> listeners_;
   std::atomic<std::size_t> pods_{0};           // in the newest identity snapshot
   bool hurry_ = false;                         // a second signal came (control thread)
   asio::steady_timer* drain_timer_ = nullptr;  // the drain's timer while it waits
