@@ -156,6 +156,13 @@ bool IdentityMatcher::holds(const Part& part, const Labels& labels) {
   return true;
 }
 
+IdentityMatcher::PartsMatch IdentityMatcher::match_parts(std::uint32_t id,
+                                                         const PodIdentity& identity) const {
+  const Selector& s = selectors_.at(id);
+  return {!s.ns.present || holds(s.ns, identity.namespace_labels),
+          !s.pod.present || holds(s.pod, identity.labels)};
+}
+
 void IdentityMatcher::match(const PodIdentity* identity, SelectorIds& out) const {
   if (identity == nullptr || selectors_.empty()) return;
   SelectorIds candidates;

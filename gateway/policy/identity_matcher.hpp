@@ -49,6 +49,15 @@ class IdentityMatcher {
   // null identity. Allocation-free unless a pod matches more than 16.
   void match(const PodIdentity* identity, SelectorIds& out) const;
 
+  // Slow path, for explain: whether selector `id`'s namespace part and its
+  // pod part each hold for `identity` (an absent part holds). Checks the
+  // one selector in full; no index.
+  struct PartsMatch {
+    bool namespace_ok = false;
+    bool pod_ok = false;
+  };
+  [[nodiscard]] PartsMatch match_parts(std::uint32_t id, const PodIdentity& identity) const;
+
  private:
   struct Requirement {
     std::string key;

@@ -954,4 +954,261 @@ Outcome CompiledPolicy::decide(const FlowFacts& f, const NameAnswers& answers) c
   return final_outcome(std::move(v));
 }
 
+// --- explain: why, with near misses -----------------------------------------
+//
+// The slow path behind `egressd explain`. Nothing here runs for a live flow:
+// explain() takes decide()'s verdict as it is, then walks every rule once,
+// judging each condition of rules 3-4 (destination, port, `from`) on its
+// own so it can say which one failed. Linear in the rules; allocates freely.
+
+namespace {
+
+constexpr std::string_view kWhyWrongPort = "wrong_port";
+constexpr std::string_view kWhySourceNotInFrom = "source_not_in_from";
+constexpr std::string_view kWhyOverridden = "overridden";
+constexpr std::string_view kWhyPreempted = "preempted";
+constexpr std::string_view kWhyShadowed = "shadowed";
+constexpr std::string_view kWhyAuditOnly = "audit_only";
+constexpr std::string_view kNoteIntegrity = "integrity_assumed";
+constexpr std::string_view kNoteModeActive = "mode_override_active";
+constexpr std::string_view kNoteModeExpired = "mode_override_expired";
+
+std::string_view mode_text(PolicyMode m) noexcept {
+  return m == PolicyMode::audit ? "audit" : "enforce";
+}
+
+std::string date_text(std::chrono::sys_days day) {
+  const std::chrono::year_month_day ymd{day};
+  const auto two = [](unsigned v) { return std::string(v < 10 ? "0" : "") + std::to_string(v); };
+  return std::to_string(static_cast<int>(ymd.year())) + '-' +
+         two(static_cast<unsigned>(ymd.month())) + '-' + two(static_cast<unsigned>(ymd.day()));
+}
+
+void append_ports(std::string& out, std::span<const PortRange> ranges) {
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += std::to_string(ranges[i].first);
+    if (ranges[i].last != ranges[i].first) {
+      out += '-';
+      out += std::to_string(ranges[i].last);
+    }
+  }
+}
+
+// The inverse of detail::to_bits, for printing a rule's `from` blocks.
+IpAddress address_of(const detail::Bits128& bits, bool v4) {
+  if (v4) return IpAddress::from_v4_uint(static_cast<std::uint32_t>(bits.hi >> 32U));
+  std::array<std::uint8_t, 16> b{};
+  for (std::size_t i = 0; i < 8; ++i) {
+    b[i] = static_cast<std::uint8_t>(bits.hi >> (56 - 8 * i));
+    b[i + 8] = static_cast<std::uint8_t>(bits.lo >> (56 - 8 * i));
+  }
+  return IpAddress::from_v6(b);
+}
+
+// The guard classes nothing can lift (rule 7, first bullet).
+bool guard_is_absolute(std::string_view cls) noexcept {
+  return cls == "own_host" || cls == "loopback" || cls == "unspecified" || cls == "multicast" ||
+         cls == "broadcast";
+}
+
+}  // namespace
+
+Explanation CompiledPolicy::explain(const FlowFacts& f) const {
+  const Impl& p = *impl_;
+  Explanation x;
+  x.verdict = decide(f, AssumeIntegrity{}).verdict;
+  const Verdict& v = x.verdict;
+
+  // Rule 3's destination test for every entry, through the matchers decide()
+  // uses, so "the destination matched" means exactly what it means there.
+  std::vector<bool> destination(p.entries.size(), false);
+  FlowName name;
+  std::string_view name_text;
+  if (f.name && canonicalize_flow_name(*f.name, name) == NameProblem::none && !name.is_ip) {
+    name_text = name.text();
+    p.visit_host_entries(name_text, [&](std::uint32_t id) { destination[id] = true; });
+  }
+  p.dst_trie(f.dst).visit(detail::to_bits(f.dst),
+                          [&](unsigned, std::span<const std::uint32_t> ids) {
+                            for (const std::uint32_t id : ids) destination[id] = true;
+                            return false;
+                          });
+
+  SelectorSet computed;
+  const SelectorSet& selectors = p.selectors_of(f, computed);
+  const Source source{f.src, selectors};
+
+  // The rule the verdict names, if it names one.
+  const bool by_builtin = v.rule.starts_with("builtin:");
+  constexpr std::uint32_t kNone = 0xFFFFFFFFU;
+  std::uint32_t decider = kNone;
+  if (!by_builtin && v.rule != kRuleDefault) {
+    for (std::size_t i = 0; i < p.rules.size(); ++i) {
+      if (p.rules[i].name == v.rule) decider = static_cast<std::uint32_t>(i);
+    }
+  }
+  const Rule* decider_rule = decider != kNone ? &p.rules[decider] : nullptr;
+
+  // Why `r`'s `from` does not hold: the `source` code and a clause.
+  const auto source_miss = [&](const Rule& r) -> std::pair<std::string_view, std::string> {
+    std::string cidrs;
+    const std::uint32_t count = f.src.is_v4() ? r.from_v4 : r.from_v6;
+    const std::uint32_t off = f.src.is_v4() ? r.from : r.from + r.from_v4;
+    for (std::uint32_t k = 0; k < count && k < 4; ++k) {
+      const Impl::Block& b = p.from_pool[off + k];
+      if (k > 0) cidrs += ", ";
+      append_cidr(cidrs, Cidr::make(address_of(b.base, f.src.is_v4()),
+                                    static_cast<std::uint8_t>(b.length)));
+    }
+    if (count > 4) cidrs += " and " + std::to_string(count - 4) + " more";
+    std::string outside = address_text(f.src);
+    outside += count > 0 ? " is outside " + cidrs : " matches none of its cidrs";
+    if (r.selector_count == 0) return {"cidr", outside};
+    std::string ids;
+    if (f.identity == nullptr) {
+      ids = "the source is a pod-less IP, which no identity selector matches";
+      return {"no_pod", r.from_v4 + r.from_v6 > 0 ? ids + "; " + outside : ids};
+    }
+    bool labels = false;
+    for (std::uint32_t k = 0; k < r.selector_count; ++k) {
+      const auto parts = p.identities.match_parts(p.rule_selectors[r.selectors + k], *f.identity);
+      labels = labels || (parts.namespace_ok && !parts.pod_ok);
+    }
+    const std::string& ns = f.identity->namespace_name;
+    ids = labels ? "a selector accepts namespace " + ns + " but not the pod's labels"
+                 : "namespace " + ns + " is selected by none of its identity selectors";
+    return {labels ? "labels" : "namespace",
+            r.from_v4 + r.from_v6 > 0 ? ids + "; " + outside : ids};
+  };
+
+  // The mode override of a deny rule that matched: in force, or ended.
+  const auto mode_note = [&](const Rule& r) {
+    if (r.action != Action::deny || !r.mode || !r.until || *r.mode == p.mode) return;
+    ExplainNote n;
+    n.rule = r.name;
+    if (f.today <= *r.until) {
+      n.why = kNoteModeActive;
+      n.reason = r.name + " is in " + std::string(mode_text(*r.mode)) + " mode through " +
+                 date_text(*r.until) + "; after that day it follows policy.mode (" +
+                 std::string(mode_text(p.mode)) + ")";
+    } else {
+      n.why = kNoteModeExpired;
+      n.reason = "the mode: " + std::string(mode_text(*r.mode)) + " override of " + r.name +
+                 " ended after " + date_text(*r.until) + "; it follows policy.mode (" +
+                 std::string(mode_text(p.mode)) + ") now";
+    }
+    x.notes.push_back(std::move(n));
+  };
+
+  std::uint32_t first_allow = kNone;  // the first allow rule that matched
+  for (std::size_t i = 0; i < p.entries.size();) {
+    const std::uint32_t ri = p.entries[i].rule;
+    std::size_t end = i;
+    while (end < p.entries.size() && p.entries[end].rule == ri) ++end;
+    const Rule& r = p.rules[ri];
+    const bool from_ok = p.from_ok(r, source);
+    std::uint32_t matched = kNone;
+    std::uint32_t wrong_port = kNone;
+    std::uint32_t wrong_source = kNone;
+    for (std::size_t k = i; k < end && matched == kNone; ++k) {
+      if (!destination[k]) continue;
+      const auto id = static_cast<std::uint32_t>(k);
+      const bool port_ok = p.port_ok(p.entries[k], f.port);
+      if (port_ok && from_ok) {
+        matched = id;
+      } else if (!port_ok && from_ok && wrong_port == kNone) {
+        wrong_port = id;
+      } else if (port_ok && !from_ok && wrong_source == kNone) {
+        wrong_source = id;
+      }
+    }
+    i = end;
+    if (matched != kNone) {
+      mode_note(r);
+      if (r.action == Action::allow && first_allow == kNone) first_allow = ri;
+    }
+    if (ri == decider) continue;
+
+    NearMiss m;
+    m.rule = r.name;
+    m.action = r.action;
+    if (matched != kNone) {
+      m.reason = p.describe_match(matched, name_text, f.dst) + ", but ";
+      if (by_builtin) {
+        m.why = kWhyPreempted;
+        m.by = v.rule;
+        m.reason += std::string(v.rule) + " decided first";
+        if (v.rule == kRuleGuard) {
+          m.reason += guard_is_absolute(v.guard_class)
+                          ? " (" + std::string(v.guard_class) + ": no rule can lift it)"
+                          : " (" + std::string(v.guard_class) +
+                                ": only an allow cidr entry inside the guarded range lifts it)";
+        }
+      } else if (r.action == Action::allow) {
+        const bool by_deny = decider_rule != nullptr && decider_rule->action == Action::deny;
+        m.why = by_deny || decider_rule == nullptr ? kWhyOverridden : kWhyShadowed;
+        m.by = v.rule;
+        if (!by_deny && decider_rule != nullptr) {
+          m.reason += std::string(v.rule) + ", earlier in the file, is named";
+        } else if (decider_rule == nullptr) {
+          m.reason += "the verdict is " + std::string(v.rule);  // not reached: it would allow
+        } else if (v.decision == Decision::audit_deny) {
+          m.reason += "deny rule " + std::string(v.rule) +
+                      " matched too (audit): the flow passes, recorded as audit_deny";
+        } else {
+          m.reason += "deny rule " + std::string(v.rule) +
+                      " matched too, and a matching deny rule outranks every allow";
+        }
+      } else if (!p.enforcing(r, f.today) &&
+                 !(v.decision == Decision::audit_deny && decider_rule != nullptr &&
+                   decider_rule->action == Action::deny)) {
+        m.why = kWhyAuditOnly;
+        m.reason += "the rule is in audit mode, so it does not deny";
+      } else {
+        m.why = kWhyShadowed;
+        m.by = v.rule;
+        m.reason += std::string(v.rule) + ", earlier in the file, is named";
+      }
+    } else if (wrong_port != kNone) {
+      const Entry& e = p.entries[wrong_port];
+      m.why = kWhyWrongPort;
+      m.reason = p.describe_match(wrong_port, name_text, f.dst) + ", but port " +
+                 std::to_string(f.port) + " is not in its ports (";
+      append_ports(m.reason, {p.port_pool.data() + e.ports, e.port_count});
+      m.reason += ')';
+    } else if (wrong_source != kNone) {
+      auto [code, clause] = source_miss(r);
+      m.why = kWhySourceNotInFrom;
+      m.source = code;
+      m.reason = p.describe_match(wrong_source, name_text, f.dst) +
+                 ", but the source is not in its from: " + clause;
+    } else {
+      continue;  // the destination, or two conditions, failed: not a near miss
+    }
+    x.near_misses.push_back(std::move(m));
+  }
+
+  // Destination integrity the verdict took on trust (contract: explain
+  // needs no network). Only a transparent listener checks it.
+  if (v.integrity && f.transparent && *v.integrity != Integrity::trust &&
+      v.decision != Decision::deny) {
+    ExplainNote n;
+    n.why = kNoteIntegrity;
+    n.rule = first_allow != kNone ? std::string_view(p.rules[first_allow].name) : v.rule;
+    if (*v.integrity == Integrity::verify) {
+      n.reason = "a live flow passes this entry only if " + std::string(name_text) +
+                 " resolves to " + address_text(f.dst) +
+                 " (verify; else builtin:integrity denies it unless another allow rule passes);"
+                 " explain resolves nothing and assumes it does";
+    } else {
+      n.reason = "a live flow connects to an address " + std::string(name_text) +
+                 " resolves to (resolve), not to " + address_text(f.dst) +
+                 ", and the guard checks that address; explain resolves nothing";
+    }
+    x.notes.insert(x.notes.begin(), std::move(n));
+  }
+  return x;
+}
+
 }  // namespace egressd::policy

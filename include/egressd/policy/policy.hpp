@@ -147,6 +147,58 @@ struct Outcome {
   Verdict verdict;          // final when !needs_lookup
 };
 
+// --- explain: why, with near misses -------------------------------------
+//
+// A rule's conditions (rules 3-4) are: its `from` holds for the source, and
+// for one `to` entry, its destination (host pattern or cidr) matches and its
+// port list has the port. A rule is listed in Explanation::near_misses when
+// it did not decide the flow and either
+// - all its conditions held for one entry (it matched) but another rule or
+//   a builtin check was named instead: `overridden`, `preempted`,
+//   `shadowed`, `audit_only`; or
+// - exactly one condition failed, and it was not the destination: an
+//   entry's destination matched but its ports lack the port while `from`
+//   holds (`wrong_port`), or an entry's destination and port matched but
+//   `from` does not hold (`source_not_in_from`).
+// A rule whose host or cidr does not match the flow is never listed, however
+// close the pattern: the destination is what the flow is about.
+struct NearMiss {
+  std::string_view rule;  // the rule's name (points into the policy)
+  config::Action action = config::Action::allow;
+  // `wrong_port`, `source_not_in_from`, or for a rule that matched:
+  // `overridden` (an allow rule, a deny rule decided), `preempted` (a
+  // builtin check decided first), `shadowed` (a rule of the same kind,
+  // earlier in the file, is named; the decision would be the same without
+  // this one), `audit_only` (a deny rule in audit mode: it does not deny).
+  std::string_view why;
+  // overridden, preempted, shadowed: the rule or builtin named instead.
+  std::string_view by;
+  // source_not_in_from: `cidr` (the source IP is outside every from cidr),
+  // `no_pod` (the rule has identity selectors and the source is a pod-less
+  // IP), `namespace` (no selector's namespace part holds for the pod),
+  // `labels` (a selector's namespace part holds, its pod labels do not).
+  std::string_view source;
+  std::string reason;  // one human sentence
+};
+
+// What the verdict rests on that a live flow could see differently.
+struct ExplainNote {
+  // `integrity_assumed`: an allow host entry with verify or resolve decided
+  // in a transparent listener; a live flow needs DNS to agree (explain
+  // resolves nothing). `mode_override_active` / `mode_override_expired`: a
+  // deny rule that matched has a `mode` override with `until`, still in
+  // force / ended (after `until` the rule follows policy.mode).
+  std::string_view why;
+  std::string_view rule;
+  std::string reason;
+};
+
+struct Explanation {
+  Verdict verdict;                    // exactly decide(facts, AssumeIntegrity{}).verdict
+  std::vector<NearMiss> near_misses;  // in rule (file) order
+  std::vector<ExplainNote> notes;
+};
+
 struct PolicyStats {
   std::size_t rules = 0;
   std::size_t exact_hosts = 0;
@@ -227,6 +279,12 @@ class CompiledPolicy {
   // FlowFacts::selectors carries. Cost: a hash lookup per label of the pod
   // and its namespace, then the few candidate selectors checked in full.
   [[nodiscard]] SelectorSet match_identity(const PodIdentity* identity) const;
+
+  // `egressd explain`: the verdict under AssumeIntegrity and why — the
+  // near misses and notes above. A separate slow path: it walks every rule
+  // and allocates; decide() neither calls it nor pays for it. Valid while
+  // the policy lives (names point into it).
+  [[nodiscard]] Explanation explain(const FlowFacts& facts) const;
 
   [[nodiscard]] PolicyStats stats() const noexcept;
 
