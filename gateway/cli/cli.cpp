@@ -161,9 +161,9 @@ int cmd_explain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
     throw UsageError{"--labels and --namespace-labels need --namespace"};
   }
 
-  const policy::AssumeIntegrity answers;
-  const policy::Outcome o = v.policy->decide(facts, answers);
-  const policy::Verdict& verdict = o.verdict;
+  // The verdict is decide()'s under AssumeIntegrity; explain() adds why.
+  const policy::Explanation explanation = v.policy->explain(facts);
+  const policy::Verdict& verdict = explanation.verdict;
   std::string json = "{\"decision\":";
   log::append_json_string(json, policy::to_string(verdict.decision));
   json += ",\"rule\":";
@@ -174,7 +174,40 @@ int cmd_explain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
     json += ",\"integrity\":";
     log::append_json_string(json, log::to_string(*verdict.integrity));
   }
-  json += "}\n";
+  // Always present, possibly empty, so scripts need not test for them.
+  json += ",\"near_misses\":[";
+  for (std::size_t i = 0; i < explanation.near_misses.size(); ++i) {
+    const policy::NearMiss& m = explanation.near_misses[i];
+    json += i > 0 ? ",{\"rule\":" : "{\"rule\":";
+    log::append_json_string(json, m.rule);
+    json += ",\"action\":";
+    log::append_json_string(json, m.action == config::Action::allow ? "allow" : "deny");
+    json += ",\"why\":";
+    log::append_json_string(json, m.why);
+    if (!m.by.empty()) {
+      json += ",\"by\":";
+      log::append_json_string(json, m.by);
+    }
+    if (!m.source.empty()) {
+      json += ",\"source\":";
+      log::append_json_string(json, m.source);
+    }
+    json += ",\"reason\":";
+    log::append_json_string(json, m.reason);
+    json += '}';
+  }
+  json += "],\"notes\":[";
+  for (std::size_t i = 0; i < explanation.notes.size(); ++i) {
+    const policy::ExplainNote& n = explanation.notes[i];
+    json += i > 0 ? ",{\"why\":" : "{\"why\":";
+    log::append_json_string(json, n.why);
+    json += ",\"rule\":";
+    log::append_json_string(json, n.rule);
+    json += ",\"reason\":";
+    log::append_json_string(json, n.reason);
+    json += '}';
+  }
+  json += "]}\n";
   out << json;
   return kExitOk;
 }

@@ -153,11 +153,13 @@ TEST_P(Explain, PrintsOneJsonObject) {
   EXPECT_FALSE(o.at("reason").as_string().empty());
   if (c.integrity != nullptr) {
     EXPECT_EQ(o.at("integrity").as_string(), c.integrity);
-    EXPECT_EQ(o.size(), 4U);
   } else {
     EXPECT_FALSE(o.contains("integrity"));
-    EXPECT_EQ(o.size(), 3U);
   }
+  // The contract's fields, and the two lists explain adds (always present).
+  EXPECT_EQ(o.size(), c.integrity != nullptr ? 6U : 5U);
+  EXPECT_TRUE(o.at("near_misses").is_array());
+  EXPECT_TRUE(o.at("notes").is_array());
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -218,6 +220,140 @@ INSTANTIATE_TEST_SUITE_P(
                     "github",
                     "verify"}),
     [](const auto& test_info) { return std::string(test_info.param.label); });
+
+// near_misses as "rule:action:why[:by|source]", notes as "rule:why".
+std::vector<std::string> near_misses(const boost::json::object& o) {
+  std::vector<std::string> out;
+  for (const auto& v : o.at("near_misses").as_array()) {
+    const auto& m = v.as_object();
+    std::string s = std::string(m.at("rule").as_string()) + ":" +
+                    std::string(m.at("action").as_string()) + ":" +
+                    std::string(m.at("why").as_string());
+    if (m.contains("by")) s += ":" + std::string(m.at("by").as_string());
+    if (m.contains("source")) s += ":" + std::string(m.at("source").as_string());
+    EXPECT_FALSE(m.at("reason").as_string().empty());
+    EXPECT_EQ(m.size(), 4U + (m.contains("by") ? 1U : 0U) + (m.contains("source") ? 1U : 0U));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<std::string> notes(const boost::json::object& o) {
+  std::vector<std::string> out;
+  for (const auto& v : o.at("notes").as_array()) {
+    const auto& n = v.as_object();
+    EXPECT_EQ(n.size(), 3U);
+    EXPECT_FALSE(n.at("reason").as_string().empty());
+    out.push_back(std::string(n.at("rule").as_string()) + ":" +
+                  std::string(n.at("why").as_string()));
+  }
+  return out;
+}
+
+struct WhyCase {
+  const char* label;
+  std::vector<std::string> args;  // after --config good.yaml
+  const char* rule;
+  std::vector<std::string> near_misses;
+  std::vector<std::string> notes;
+};
+
+class ExplainWhy : public ::testing::TestWithParam<WhyCase> {};
+
+TEST_P(ExplainWhy, NearMissesAndNotes) {
+  const WhyCase& c = GetParam();
+  std::vector<std::string> args{"explain", "--config", kGood};
+  args.insert(args.end(), c.args.begin(), c.args.end());
+  const CliRun r = run(args);
+  EXPECT_EQ(r.err, "");
+  const auto o = explain_json(r);
+  EXPECT_EQ(o.at("rule").as_string(), c.rule);
+  EXPECT_EQ(near_misses(o), c.near_misses);
+  EXPECT_EQ(notes(o), c.notes);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cli, ExplainWhy,
+    ::testing::Values(
+        WhyCase{"right_host_wrong_port",
+                {"--src", "10.0.1.5", "--dst", "140.82.112.3:80", "--host", "github.com"},
+                "default",
+                {"github:allow:wrong_port"},
+                {}},
+        WhyCase{"right_port_other_host",
+                {"--src", "10.0.1.5", "--dst", "1.2.3.4:443", "--host", "github.co"},
+                "default",
+                {},
+                {}},
+        WhyCase{"source_outside_from",
+                {"--src", "10.0.9.9", "--dst", "140.82.112.3:443", "--host", "github.com"},
+                "default",
+                {"github:allow:source_not_in_from:cidr"},
+                {}},
+        WhyCase{"overridden_after_until",
+                {"--src", "10.0.1.5", "--dst", "104.20.1.1:443", "--host", "www.pastebin.com",
+                 "--now", "2100-01-01"},
+                "no-paste-sites",
+                {"web:allow:overridden:no-paste-sites"},
+                {"no-paste-sites:mode_override_expired"}},
+        WhyCase{"overridden_by_audit_before_until",
+                {"--src", "10.0.1.5", "--dst", "104.20.1.1:443", "--host", "www.pastebin.com",
+                 "--now", "2099-12-31"},
+                "no-paste-sites",
+                {"web:allow:overridden:no-paste-sites"},
+                {"web:integrity_assumed", "no-paste-sites:mode_override_active"}},
+        WhyCase{"guard_preempts",
+                {"--src", "10.0.1.5", "--dst", "10.1.2.3:443", "--host", "github.com"},
+                "builtin:guard",
+                {"github:allow:preempted:builtin:guard"},
+                {}},
+        WhyCase{"integrity_resolve",
+                {"--src", "10.0.1.5", "--dst", "185.199.108.153:443", "--host", "docs.github.io"},
+                "github",
+                {},
+                {"github:integrity_assumed"}},
+        WhyCase{"explicit_listener_assumes_nothing",
+                {"--src", "10.0.1.5", "--dst", "140.82.112.3:443", "--host", "github.com",
+                 "--proto", "connect", "--listener", "proxy"},
+                "github",
+                {},
+                {}},
+        WhyCase{"no_near_misses",
+                {"--src", "10.0.9.9", "--dst", "1.2.3.4:443", "--host", "evil.example"},
+                "default",
+                {},
+                {}}),
+    [](const auto& test_info) { return std::string(test_info.param.label); });
+
+TEST(ExplainWhy, TheExactShape) {
+  const CliRun r =
+      run({"explain", "--config", kGood, "--src", "10.0.9.9", "--dst", "140.82.112.3:22"});
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(
+      r.out,
+      "{\"decision\":\"deny\",\"rule\":\"default\",\"reason\":\"no rule matched; default "
+      "deny\",\"near_misses\":[{\"rule\":\"github\",\"action\":\"allow\",\"why\":\"source_"
+      "not_in_from\",\"source\":\"cidr\",\"reason\":\"140.82.112.3 is in 140.82.112.0/20, but "
+      "the source is not in its from: 10.0.9.9 is outside 10.0.1.0/24\"}],\"notes\":[]}\n");
+}
+
+TEST(ExplainWhy, IdentityPartThatFailed) {
+  const std::string config = kData + "/cli/identity.yaml";
+  const auto source = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args{"explain",        "--config", config,
+                                  "--src",          "10.0.1.5", "--dst",
+                                  "3.18.12.63:443", "--host",   "api.stripe.com"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return near_misses(explain_json(run(args)));
+  };
+  using Strings = std::vector<std::string>;
+  EXPECT_EQ(source({}), Strings{"payments-api:allow:source_not_in_from:no_pod"});
+  EXPECT_EQ(source({"--namespace", "shop"}),
+            Strings{"payments-api:allow:source_not_in_from:namespace"});
+  EXPECT_EQ(source({"--namespace", "payments", "--labels", "app=web"}),
+            Strings{"payments-api:allow:source_not_in_from:labels"});
+  EXPECT_EQ(source({"--namespace", "payments", "--labels", "app=api"}), Strings{});
+}
 
 TEST(ExplainIntegrity, FailedIntegrityCannotHappenWithoutNetwork) {
   // explain needs no network: a host match counts, so a name that in
