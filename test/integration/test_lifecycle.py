@@ -533,3 +533,408 @@ class ReloadTest(harness.GatewayTest):
         self.assertEqual(r["recv"], "", "the new policy denies the echo flow: %s" % r)
         rec = self.flow(src=r["local"])
         self.assertDecision(rec, "deny", "default", close="denied", proto="tcp")
+
+
+# ---- listener changes on reload, and the reload thread ----------------------
+
+# Connects to argv[1]:argv[2], prints {"local"}, then per stdin line: sends
+# it, prints what came back ({"echo"}); "close": half-closes, reads to EOF,
+# prints {"closed"}. Proves a flow still relays after a reload.
+TALKER = r'''
+import json, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+print(json.dumps({"local": "%s:%d" % s.getsockname()[:2]}), flush=True)
+for line in sys.stdin:
+    line = line.strip()
+    if line == "close":
+        s.shutdown(socket.SHUT_WR)
+        rest = b""
+        try:
+            while True:
+                c = s.recv(4096)
+                if not c:
+                    break
+                rest += c
+            how = "eof"
+        except OSError:
+            how = "reset"
+        print(json.dumps({"closed": how, "rest": rest.decode("latin-1")}), flush=True)
+        break
+    msg = (line + "\n").encode()
+    try:
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            c = s.recv(4096)
+            if not c:
+                break
+            got += c
+    except OSError as e:
+        got = ("error: %s" % e).encode()
+    print(json.dumps({"echo": got.decode("latin-1")}), flush=True)
+'''
+
+# One echo exchange, or {"refused": true} when nothing listens.
+ECHO_ONCE = r'''
+import json, socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+except ConnectionRefusedError:
+    print(json.dumps({"refused": True}))
+    sys.exit(0)
+me = "%s:%d" % s.getsockname()[:2]
+try:
+    s.sendall(b"hi\n")
+    s.shutdown(socket.SHUT_WR)
+except OSError:
+    pass  # denied: the gateway may have closed already; read what came
+data = b""
+try:
+    while True:
+        c = s.recv(4096)
+        if not c:
+            break
+        data += c
+except OSError:
+    pass
+print(json.dumps({"local": me, "recv": data.decode("latin-1"), "refused": False}))
+'''
+
+# Holds a plain listening socket (no SO_REUSEPORT) until stdin closes.
+PORT_HOLDER = r'''
+import socket, sys
+s = socket.socket()
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(8)
+print("ready", flush=True)
+sys.stdin.read()
+'''
+
+# GETs http://argv[1]/healthz back to back for argv[2] seconds (inside gw,
+# one process: the latency is the gateway's, not a process start's); prints
+# {"count", "failures", "slowest_ms"}.
+PROBER = r'''
+import http.client, json, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+end = time.monotonic() + float(sys.argv[2])
+count = failures = 0
+slowest = 0.0
+print("ready", flush=True)
+while time.monotonic() < end:
+    t = time.monotonic()
+    try:
+        c = http.client.HTTPConnection(host, int(port), timeout=5)
+        c.request("GET", "/healthz")
+        ok = c.getresponse().status == 200
+        c.close()
+    except OSError:
+        ok = False
+    slowest = max(slowest, time.monotonic() - t)
+    count += 1
+    failures += 0 if ok else 1
+    time.sleep(0.02)
+print(json.dumps({"count": count, "failures": failures, "slowest_ms": int(slowest * 1000)}), flush=True)
+'''
+
+EXTRA_PORT = 15011
+EXTRA_PORT2 = 15012
+HELD_PORT = 15013
+FREE_PORT = 15014
+
+
+class Talker:
+    def __init__(self, test, ns, ip, port):
+        self.p = subprocess.Popen(["ip", "netns", "exec", ns, W.PYTHON, "-c", TALKER, ip, str(port)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        test.addCleanup(lambda: self.p.poll() is None and self.p.kill())
+        self.local = self._line()["local"]
+
+    def _line(self):
+        line = self.p.stdout.readline().decode()
+        if not line:
+            raise AssertionError("talker died: %s" % self.p.stderr.read().decode())
+        return json.loads(line)
+
+    def say(self, text):
+        self.p.stdin.write((text + "\n").encode())
+        self.p.stdin.flush()
+        return self._line()["echo"]
+
+    def close(self):
+        self.p.stdin.write(b"close\n")
+        self.p.stdin.flush()
+        return self._line()
+
+
+class ReloadHelpers:
+    """For classes whose tests reload their gateway's config."""
+
+    def write_config(self, cfg):
+        """Renamed over, whole: the watcher never sees a half-written file."""
+        text = cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2)
+        tmp = self.gw.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.gw.config_path)
+
+    def reloads(self, result):
+        return self.gw.metrics().sum("egressd_config_reloads_total", result=result)
+
+    def reload(self, cfg, result="success", timeout=10):
+        """Writes cfg, sends SIGHUP, waits for the reload's result to be counted."""
+        before = self.reloads(result)
+        self.write_config(cfg)
+        self.gw.signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.reloads(result) < before + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(self.reloads(result), before + 1,
+                                "egressd_config_reloads_total{result=%s}:\n%s" % (result, self.gw.stderr_tail()))
+
+    def restore_on_cleanup(self):
+        original = json.loads(json.dumps(self.gw.config))
+        self.addCleanup(lambda: self.alive_then(lambda: self.reload(original)))
+        return original
+
+    def alive_then(self, fn):
+        if self.gw.alive():
+            fn()
+
+    def stderr(self):
+        return self.world.tail(self.gw.name + ".err", 100000)
+
+    def echo_once(self, ip=W.ECHO_IP, port=W.ECHO_PORT, ns=None):
+        p = self.world.ns_run(ns or self.world.pod, [W.PYTHON, "-c", ECHO_ONCE, ip, str(port)], timeout=20)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        return json.loads(p.stdout.decode().strip().splitlines()[-1])
+
+
+class ListenerReloadTest(ReloadHelpers, harness.GatewayTest):
+    """Listener changes on reload: added listeners start on every worker,
+    removed ones stop accepting while their open flows go on, a changed one
+    is a remove plus an add (on the same address too, through SO_REUSEPORT),
+    unchanged ones are left alone; a listener that cannot be bound rejects
+    the whole reload; restart-only settings are named in a warning.
+
+    The pod's echo traffic (ECHO_IP:7000) is redirected to EXTRA_PORT by a
+    rule ahead of the world's catch-all REDIRECT to :15001, so a listener
+    there is what serves it (or nothing: connection refused)."""
+
+    rules = RULES
+
+    def redirect_echo_to(self, port):
+        rule = ["-t", "nat", "-I", "PREROUTING", "1", "-i", "gw-pod", "-p", "tcp", "-d", W.ECHO_IP,
+                "--dport", str(W.ECHO_PORT), "-j", "REDIRECT", "--to-ports", str(port)]
+        self.world._ns(self.world.gw, "iptables", *rule)
+        delete = list(rule)
+        delete[2:5] = ["-D", "PREROUTING"]
+        self.addCleanup(lambda: self.world._ns(self.world.gw, "iptables", *delete, check=False))
+        return lambda: self.world._ns(self.world.gw, "iptables", *delete, check=False)
+
+    def listening(self, port):
+        return self.world._listening(self.world.gw, port)
+
+    def wait_listening(self, port, want, timeout=5):
+        deadline = time.monotonic() + timeout
+        while self.listening(port) != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.listening(port), want, "port %d listening" % port)
+
+    def with_listener(self, base, name, port, mode="redirect", address="0.0.0.0"):
+        cfg = json.loads(json.dumps(base))
+        cfg["listeners"] = [l for l in cfg["listeners"] if l["name"] != name]
+        cfg["listeners"].append({"name": name, "address": "%s:%d" % (address, port), "mode": mode})
+        return cfg
+
+    def test_added_listener_starts_removed_one_stops_its_flows_go_on(self):
+        original = self.restore_on_cleanup()
+        self.redirect_echo_to(EXTRA_PORT)
+        self.assertTrue(self.echo_once()["refused"], "nothing listens on the extra port yet")
+
+        generation = self.gw.metrics().sum("egressd_config_generation")
+        self.reload(self.with_listener(original, "extra", EXTRA_PORT))
+        self.assertEqual(self.gw.metrics().sum("egressd_config_generation"), generation + 1)
+        self.assertIn("listener extra (redirect) on 0.0.0.0:%d" % EXTRA_PORT, self.stderr())
+        r = self.echo_once()
+        self.assertEqual(r.get("recv"), "hi\n", r)
+        rec = self.flow(src=r["local"])
+        self.assertRecord(rec, listener="extra", decision="allow", rule="echo", close="eof")
+        self.assertFlowsDelta(1, listener="extra", decision="allow", rule="echo")
+
+        # A flow on the new listener, held across its removal.
+        talker = Talker(self, self.world.pod, W.ECHO_IP, W.ECHO_PORT)
+        self.assertEqual(talker.say("before"), "before\n")
+        self.log.wait(W.match(event="open", src=talker.local), since=self.mark)
+        self.assertGreaterEqual(self.gw.metrics().sum("egressd_flows_active", listener="extra"), 1)
+
+        self.reload(original)
+        self.wait_listening(EXTRA_PORT, False)
+        self.assertTrue(self.echo_once()["refused"], "the removed listener stopped accepting")
+        self.assertEqual(talker.say("after removal"), "after removal\n", "its open flow still relays")
+        end = talker.close()
+        self.assertEqual(end["closed"], "eof", end)
+        rec = self.flow(src=talker.local)
+        self.assertRecord(rec, listener="extra", decision="allow", rule="echo", close="eof",
+                          bytes_up=len("before\nafter removal\n"))
+        # The unchanged listeners served throughout.
+        r = self.world.curl("http://allowed.test/", ip=W.WEB_IP)
+        self.assertEqual(r.status, 200, r)
+        self.assertRecord(self.flow(host="allowed.test"), listener="transparent")
+
+    def test_changed_address_moves_the_listener(self):
+        original = self.restore_on_cleanup()
+        self.reload(self.with_listener(original, "extra", EXTRA_PORT))
+        undo = self.redirect_echo_to(EXTRA_PORT)
+        talker = Talker(self, self.world.pod, W.ECHO_IP, W.ECHO_PORT)
+        self.assertEqual(talker.say("one"), "one\n")
+
+        self.reload(self.with_listener(original, "extra", EXTRA_PORT2))
+        self.wait_listening(EXTRA_PORT2, True)
+        self.wait_listening(EXTRA_PORT, False)
+        self.assertTrue(self.echo_once()["refused"], "the old address stopped accepting")
+        self.assertEqual(talker.say("two"), "two\n", "a flow from before the change still relays")
+        undo()
+        self.redirect_echo_to(EXTRA_PORT2)
+        r = self.echo_once()
+        self.assertEqual(r.get("recv"), "hi\n", r)
+        self.assertRecord(self.flow(src=r["local"]), listener="extra", decision="allow", close="eof")
+        self.assertEqual(talker.close()["closed"], "eof")
+        self.assertRecord(self.flow(src=talker.local), listener="extra", close="eof", bytes_up=8)
+
+    def test_changed_mode_on_the_same_address(self):
+        """A same-address re-add: the new acceptors are bound (SO_REUSEPORT)
+        before the old ones close; the port never stops listening."""
+        original = self.restore_on_cleanup()
+        self.reload(self.with_listener(original, "extra", EXTRA_PORT))
+        self.redirect_echo_to(EXTRA_PORT)
+        talker = Talker(self, self.world.pod, W.ECHO_IP, W.ECHO_PORT)
+        self.assertEqual(talker.say("redirect"), "redirect\n")
+
+        self.reload(self.with_listener(original, "extra", EXTRA_PORT, mode="explicit"))
+        self.assertTrue(self.listening(EXTRA_PORT))
+        self.assertIn("listener extra (explicit) on 0.0.0.0:%d (changed" % EXTRA_PORT, self.stderr())
+        # Now an explicit proxy: CONNECT gets 200, and the tunnel relays.
+        target = A(W.ECHO_IP, W.ECHO_PORT)
+        deadline = time.monotonic() + 3
+        while True:
+            r = self.world.client("connect", "--dst", target, "--target", target)
+            if r["status"] == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)  # an acceptor of the old listener may still take one
+        self.assertEqual(r["status"], 200, r)
+        self.assertRecord(self.flow(src=r["local"]), listener="extra", proto="connect", decision="allow")
+        self.assertEqual(talker.say("still"), "still\n", "the redirect flow from before goes on")
+        self.assertEqual(talker.close()["closed"], "eof")
+        self.assertRecord(self.flow(src=talker.local), listener="extra", proto="tcp", close="eof")
+
+    def test_listener_that_cannot_bind_rejects_the_whole_reload(self):
+        original = self.restore_on_cleanup()
+        holder = subprocess.Popen(["ip", "netns", "exec", self.world.gw, W.PYTHON, "-c", PORT_HOLDER,
+                                   "127.0.0.1", str(HELD_PORT)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: holder.poll() is None and holder.kill())
+        self.assertEqual(holder.stdout.readline().strip(), b"ready", holder.stderr.read() if holder.poll() else "")
+
+        bad = self.with_listener(original, "fine", FREE_PORT)
+        bad = self.with_listener(bad, "blocked", HELD_PORT, address="127.0.0.1")
+        bad["policy"]["rules"] = [r for r in bad["policy"]["rules"] if r["name"] != "echo"]
+        generation = self.gw.metrics().sum("egressd_config_generation")
+        successes = self.reloads("success")
+        self.reload(bad, result="failure")
+        err = self.stderr()
+        self.assertRegex(err, r"reload of .* rejected: cannot listen on 127\.0\.0\.1:%d for listener "
+                              r"'blocked': Address already in use; the previous config keeps serving" % HELD_PORT)
+        self.assertEqual(self.reloads("success"), successes)
+        self.assertEqual(self.gw.metrics().sum("egressd_config_generation"), generation)
+        self.assertFalse(self.listening(FREE_PORT), "what the rejected reload bound was closed")
+        # The old policy (echo allowed) and the old listeners still serve.
+        r = self.echo_once()
+        self.assertEqual(r.get("recv"), "hi\n", r)
+        self.assertRecord(self.flow(src=r["local"]), listener="transparent", rule="echo")
+        self.assertEqual(self.world.curl("http://allowed.test/", ip=W.WEB_IP).status, 200)
+
+        # Once the port is free, the same file applies.
+        holder.stdin.close()
+        holder.wait(timeout=5)
+        self.reload(bad)
+        self.wait_listening(HELD_PORT, True)
+        self.assertTrue(self.listening(FREE_PORT))
+        self.assertEqual(self.echo_once().get("recv"), "", "the new policy denies the echo")
+
+    def test_restart_only_setting_is_named_and_the_rest_applies(self):
+        original = self.restore_on_cleanup()
+        cfg = json.loads(json.dumps(original))
+        cfg["workers"] = original["workers"] + 1
+        cfg["admin"] = {"address": "127.0.0.1:9911"}
+        cfg["policy"]["rules"] = [r for r in cfg["policy"]["rules"] if r["name"] != "echo"]
+        self.reload(cfg)
+        err = self.stderr()
+        self.assertIn("reload: workers (%d -> %d) takes a restart" % (original["workers"], cfg["workers"]), err)
+        self.assertIn("reload: admin.address (%s -> 127.0.0.1:9911) takes a restart" % W.ADMIN, err)
+        self.assertEqual(self.gw.admin_get("/healthz")[0], 200, "admin still on its address")
+        deadline = time.monotonic() + 3
+        while self.echo_once().get("recv") != "" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.echo_once().get("recv"), "", "the policy change applied")
+
+
+def big_policy_config(base, n):
+    """`base` with n filler rules (one /32 each) ahead of its own: compiles for seconds."""
+    cfg = json.loads(json.dumps(base))
+    filler = [{"name": "f%d" % i, "to": [{"cidr": "10.%d.%d.%d/32" % ((i >> 16) & 255, (i >> 8) & 255, i & 255),
+                                          "ports": [443]}]} for i in range(n)]
+    cfg["policy"]["rules"] = filler + cfg["policy"]["rules"]
+    return cfg
+
+
+class SlowReloadTest(ReloadHelpers, harness.GatewayTest):
+    """Reloads are prepared on their own thread: /healthz answers while a
+    200k-rule policy compiles, and a config swapped in meanwhile is the one
+    that ends up serving (the slow one is discarded, never applied)."""
+
+    rules = RULES
+
+    def test_newest_config_wins_over_a_slow_compile(self):
+        original = self.restore_on_cleanup()
+        big = big_policy_config(original, 200000)
+        big["policy"]["rules"] = [r for r in big["policy"]["rules"] if r["name"] != "echo"]
+        big_text = json.dumps(big)
+        small = json.loads(json.dumps(original))
+        for r in small["policy"]["rules"]:
+            if r["name"] == "echo":
+                r["name"] = "echo-small"
+        successes, failures = self.reloads("success"), self.reloads("failure")
+        generation = self.gw.metrics().sum("egressd_config_generation")
+        prober = subprocess.Popen(["ip", "netns", "exec", self.world.gw, W.PYTHON, "-c", PROBER, W.ADMIN, "4"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: prober.poll() is None and prober.kill())
+        self.assertEqual(prober.stdout.readline().strip(), b"ready")
+
+        self.write_config(big_text)
+        self.gw.signal(signal.SIGHUP)
+        t0 = time.monotonic()
+        time.sleep(0.5)  # the big one is being parsed and compiled
+        self.assertEqual(self.reloads("success"), successes, "the big policy is still being prepared")
+        self.write_config(small)
+        self.gw.signal(signal.SIGHUP)
+
+        deadline = time.monotonic() + 60
+        while self.reloads("success") < successes + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+        probes = json.loads(prober.communicate(timeout=30)[0].decode().strip().splitlines()[-1])
+        time.sleep(1.0)  # nothing else is applied after it
+        err = self.stderr()
+        self.assertEqual(self.reloads("success"), successes + 1, err)
+        self.assertEqual(self.reloads("failure"), failures, err)
+        self.assertEqual(self.gw.metrics().sum("egressd_config_generation"), generation + 1)
+        self.assertRegex(err, r"reload request \d+ superseded by a newer one")
+        self.assertGreater(took, 1.0, "the big policy took a while to prepare (else this proves little)")
+        r = self.echo_once()
+        self.assertEqual(r.get("recv"), "hi\n", "the small config serves: %s" % r)
+        self.assertRecord(self.flow(src=r["local"]), rule="echo-small")
+        # /healthz answered all along (4 s of probes cover the compile).
+        self.assertEqual(probes["failures"], 0, probes)
+        self.assertLess(probes["slowest_ms"], 1000, probes)  # a blocked control thread: seconds
+        print("slow reload: newest config applied %.1f s after the big one was sent; /healthz %s"
+              % (took, probes))
