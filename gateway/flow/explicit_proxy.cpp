@@ -33,6 +33,7 @@
 #include <boost/beast/http/write.hpp>
 
 #include "egressd/core/hostname.hpp"
+#include "egressd/l7/http1.hpp"
 #include "egressd/net/socket.hpp"
 #include "egressd/sniff/http1_head.hpp"
 #include "flow_parts.hpp"
@@ -46,140 +47,6 @@ using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-
-constexpr std::size_t kHeadReadChunk = 4096;
-constexpr std::size_t kBodyChunk = 16 * 1024;
-
-// What reading one request head gave.
-struct HeadRead {
-  enum class End : std::uint8_t { head, closed, timeout, malformed, reset, stopped };
-  End end = End::head;
-  sniff::Http1Head head;
-  std::string_view problem;  // static text, when malformed
-};
-
-// Reads bytes into `in` until they hold a whole request head (checked
-// against rule 12 by the sniffer), the client closes, or `timeout` passes.
-awaitable<HeadRead> read_request_head(tcp::socket& client, beast::flat_buffer& in,
-                                      std::chrono::milliseconds timeout,
-                                      relay::RelayControl& control) {
-  asio::steady_timer deadline(client.get_executor());
-  deadline.expires_after(timeout);
-  HeadRead out;
-  for (;;) {
-    if (in.size() > 0) {
-      const auto data = in.data();
-      auto r =
-          sniff::parse_http1_head({static_cast<const std::uint8_t*>(data.data()), data.size()});
-      if (r.status == sniff::Status::found) {
-        out.head = std::move(r.head);
-        co_return out;
-      }
-      if (r.status != sniff::Status::need_more) {
-        out.end = HeadRead::End::malformed;
-        out.problem = r.status == sniff::Status::too_large           ? "request head too large"
-                      : r.status == sniff::Status::not_this_protocol ? "not an HTTP/1 request"
-                                                                     : r.reason;
-        co_return out;
-      }
-    }
-    auto result = co_await (client.async_read_some(in.prepare(kHeadReadChunk), kNoThrow) ||
-                            deadline.async_wait(kNoThrow));
-    if (result.index() == 1) {
-      out.end = HeadRead::End::timeout;
-      co_return out;
-    }
-    auto [ec, n] = std::get<0>(result);
-    in.commit(n);
-    control.last_activity = std::chrono::steady_clock::now();
-    if (ec == asio::error::eof) {
-      out.end = in.size() == 0 ? HeadRead::End::closed : HeadRead::End::malformed;
-      out.problem = "the request head ends before its blank line";
-      co_return out;
-    }
-    if (ec) {
-      out.end = ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor
-                    ? HeadRead::End::stopped
-                    : HeadRead::End::reset;
-      co_return out;
-    }
-  }
-}
-
-// One HTTP message relayed from `from` to `to` through Beast's parser and
-// serializer, body in chunks of kBodyChunk (never buffered whole; chunked
-// framing is re-applied by the serializer). `moved` counts bytes written.
-template <bool IsRequest>
-awaitable<boost::system::error_code> relay_message(tcp::socket& from, beast::flat_buffer& from_buf,
-                                                   http::parser<IsRequest, http::buffer_body>& p,
-                                                   tcp::socket& to, std::uint64_t& moved,
-                                                   relay::RelayControl& control) {
-  std::array<char, kBodyChunk> chunk{};
-  http::serializer<IsRequest, http::buffer_body> sr{p.get()};
-  do {
-    if (!p.is_done()) {
-      p.get().body().data = chunk.data();
-      p.get().body().size = chunk.size();
-      auto [ec, n] = co_await http::async_read(from, from_buf, p, kNoThrow);
-      if (ec == http::error::need_buffer) ec = {};
-      if (ec) co_return ec;
-      p.get().body().size = chunk.size() - p.get().body().size;
-      p.get().body().data = chunk.data();
-      p.get().body().more = !p.is_done();
-    } else {
-      // Done reading: no more body (buffer_body's `more` defaults to true,
-      // which would hold the head back waiting for a body).
-      p.get().body().data = nullptr;
-      p.get().body().size = 0;
-      p.get().body().more = false;
-    }
-    auto [wec, wn] = co_await http::async_write(to, sr, kNoThrow);
-    moved += wn;
-    control.last_activity = std::chrono::steady_clock::now();
-    if (wec == http::error::need_buffer) wec = {};
-    if (wec) co_return wec;
-  } while (!p.is_done() && !sr.is_done());
-  co_return boost::system::error_code{};
-}
-
-// Hop-by-hop fields (RFC 9110 §7.6.1), the ones named in Connection, and
-// every Proxy-* field: none of them belongs to the next hop.
-template <class Fields>
-void remove_hop_by_hop(Fields& fields, bool keep_upgrade) {
-  std::vector<std::string> named;
-  for (auto it = fields.find(http::field::connection);
-       it != fields.end() && it->name() == http::field::connection; ++it) {
-    std::string_view v = it->value();
-    while (!v.empty()) {
-      const std::size_t comma = v.find(',');
-      std::string_view token = v.substr(0, comma);
-      while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
-        token.remove_prefix(1);
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
-        token.remove_suffix(1);
-      if (!token.empty()) named.emplace_back(token);
-      if (comma == std::string_view::npos) break;
-      v.remove_prefix(comma + 1);
-    }
-  }
-  for (const std::string& name : named) {
-    if (keep_upgrade && beast::iequals(name, "upgrade")) continue;
-    fields.erase(name);
-  }
-  fields.erase(http::field::connection);
-  fields.erase(http::field::keep_alive);
-  fields.erase(http::field::proxy_connection);
-  fields.erase(http::field::te);
-  if (!keep_upgrade) fields.erase(http::field::upgrade);
-  std::vector<std::string> proxy_fields;
-  for (const auto& f : fields) {
-    const std::string_view name = f.name_string();
-    if (name.size() >= 6 && beast::iequals(name.substr(0, 6), "proxy-")) {
-      proxy_fields.emplace_back(name);
-    }
-  }
-  for (const std::string& name : proxy_fields) fields.erase(name);
-}
 
 // "/path?query" of an absolute-form target ("http://host:port/path?query").
 std::string origin_form(std::string_view absolute) {
@@ -404,10 +271,10 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
     // The policy in force when the request arrives (contract: keep-alive
     // requests are checked one by one).
     const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
-    HeadRead read = co_await read_request_head(
+    l7::HeadRead read = co_await l7::read_request_head(
         client, in, first_request ? snapshot->timeouts.sniff : snapshot->timeouts.idle,
         flow.control);
-    if (flow.control.stop_reason) read.end = HeadRead::End::stopped;
+    if (flow.control.stop_reason) read.end = l7::HeadRead::End::stopped;
     // No request to judge: before the first one the flow closes undecided
     // (builtin:<reason>); later, it keeps the last request's decision.
     const auto end_without_request = [&](log::CloseReason reason, std::string why) {
@@ -418,18 +285,18 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
       }
     };
     switch (read.end) {
-      case HeadRead::End::head:
+      case l7::HeadRead::End::head:
         break;
-      case HeadRead::End::closed:
+      case l7::HeadRead::End::closed:
         end_without_request(log::CloseReason::eof, "the client closed before sending anything");
         co_return;
-      case HeadRead::End::timeout:
+      case l7::HeadRead::End::timeout:
         end_without_request(
             first_request ? log::CloseReason::sniff_timeout : log::CloseReason::idle_timeout,
             "no complete request head within timeouts.sniff");
         client.close(ignored);
         co_return;
-      case HeadRead::End::malformed: {
+      case l7::HeadRead::End::malformed: {
         flow.close_undecided(log::CloseReason::malformed,
                              "malformed request: " + std::string(read.problem));
         if (!first_request) rec.proto = Proto::http;
@@ -438,10 +305,10 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
         co_await answer_and_close(client, response);
         co_return;
       }
-      case HeadRead::End::reset:
+      case l7::HeadRead::End::reset:
         end_without_request(log::CloseReason::reset, "the client reset the connection");
         co_return;
-      case HeadRead::End::stopped:
+      case l7::HeadRead::End::stopped:
         end_without_request(stopped_reason(), "the gateway stopped the flow");
         co_return;
     }
@@ -595,14 +462,15 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
     // Contract rule 12: an h2c upgrade is served over HTTP/1.1; any other
     // upgrade (WebSocket) is passed on and, after a 101, relayed as bytes.
     const bool pass_upgrade = !head.upgrade.empty() && !upgrade_h2c;
-    remove_hop_by_hop(req, pass_upgrade);
+    l7::remove_hop_by_hop(req, pass_upgrade);
     if (upgrade_h2c) req.erase("HTTP2-Settings");
     if (pass_upgrade) req.set(http::field::connection, "upgrade");
     req.target(origin_form(head.target));
     req.version(11);
     {
-      const auto ec = co_await relay_message(client, in, request, upstream, flow.control.bytes_up,
-                                             flow.control);
+      http::request_serializer<http::buffer_body> sr{req};
+      const auto ec = co_await l7::relay_message(client, in, request, sr, upstream,
+                                                 flow.control.bytes_up, flow.control);
       if (ec) {
         rec.close = flow.control.stop_reason ? stopped_reason() : log::CloseReason::reset;
         co_return;
@@ -641,11 +509,12 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
       keep_alive = client_keep_alive && !switched && !informational && res.keep_alive() &&
                    !response.need_eof() &&
                    (draining == nullptr || !draining->load(std::memory_order_relaxed));
-      remove_hop_by_hop(res, switched);
+      l7::remove_hop_by_hop(res, switched);
       if (switched) res.set(http::field::connection, "upgrade");
       if (!informational && !switched) res.keep_alive(keep_alive);
-      const auto wec = co_await relay_message(upstream, upstream_in, response, client,
-                                              flow.control.bytes_down, flow.control);
+      http::response_serializer<http::buffer_body> sr{res};
+      const auto wec = co_await l7::relay_message(upstream, upstream_in, response, sr, client,
+                                                  flow.control.bytes_down, flow.control);
       if (wec) {
         rec.close = flow.control.stop_reason ? stopped_reason() : log::CloseReason::reset;
         co_return;

@@ -8,20 +8,25 @@
 //   -> connect under timeouts.connect
 //   -> decided at once: the client's first bytes, if it speaks first, are
 //      classified as they pass (proto and name for the records, rule 11)
-//   -> `open` record -> replay sniffed bytes -> relay -> `flow` record.
+//   -> `open` record -> replay sniffed bytes -> relay -> `flow` record;
+//      plaintext HTTP/1 whose name mattered goes to the l7 module instead,
+//      which serves it request by request, each judged here.
 //
 // Every exit path goes through FlowScope's destructor, which writes the
 // one `flow` record and the metrics, so nothing that crossed the gateway
 // goes unrecorded.
 
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 
 #include "egressd/core/hostname.hpp"
 #include "egressd/flow/worker.hpp"
+#include "egressd/l7/http1.hpp"
 #include "egressd/log/record.hpp"
 #include "egressd/net/socket.hpp"
 #include "flow_parts.hpp"
@@ -29,6 +34,7 @@
 
 namespace egressd::flow {
 namespace asio = boost::asio;
+namespace beast = boost::beast;
 using asio::awaitable;
 using asio::ip::tcp;
 
@@ -47,6 +53,172 @@ void name_from_bytes(log::FlowRecord& rec, const Sniffed& sniffed) {
     auto canonical = canonicalize_name(*sniffed.name);
     rec.add_host(canonical.name ? std::string_view(canonical.name->text)
                                 : std::string_view(*sniffed.name));
+  }
+}
+
+// A transparent HTTP/1 connection after its first request was judged and
+// connected: the l7 module serves it request by request, and each later
+// request is judged here like a new flow (its Host, the same source and
+// original destination, destination integrity for the new name) against
+// the policy in force when it arrives. A refused request gets the 403 and
+// the connection ends; nothing after it reaches any upstream.
+awaitable<void> serve_http1_flow(Worker& worker, FlowScope& flow, const ListenerInfo& listener,
+                                 tcp::socket& client, tcp::socket& upstream,
+                                 std::vector<std::uint8_t>& first) {
+  log::FlowRecord& rec = flow.record;
+  const Endpoint dst = *rec.dst;
+  boost::system::error_code ignored;
+  const auto stopped_reason = [&] {
+    if (flow.control.stop_reason) return to_close(*flow.control.stop_reason);
+    return flow.active().stop_reason == relay::EndReason::revoked ? log::CloseReason::revoked
+                                                                  : log::CloseReason::drained;
+  };
+
+  const l7::Http1Judge judge = [&](const sniff::Http1Head& head) -> awaitable<l7::RequestVerdict> {
+    const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
+    const policy::CompiledPolicy& policy = *snapshot->policy;
+    const policy::SelectorSet selectors = policy.match_identity(rec.source_pod.get());
+    policy::FlowFacts facts;
+    facts.listener = listener.name;
+    facts.transparent = true;
+    facts.src = rec.src.ip;
+    facts.dst = dst.ip;
+    facts.port = dst.port;
+    facts.proto = Proto::http;
+    facts.name = head.host.name;
+    facts.today = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
+    facts.identity = rec.source_pod.get();
+    facts.selectors = &selectors;
+    auto canonical = canonicalize_name(head.host.name);
+    const std::string shown = canonical.name ? canonical.name->text : head.host.name;
+    rec.add_host(shown);
+
+    policy::Outcome outcome = decide(worker, policy, facts, nullptr);
+    if (outcome.needs_lookup) {
+      const ResolvedName resolved = co_await resolve_name(worker, std::move(outcome.lookup_name));
+      outcome = decide(worker, policy, facts, &resolved);
+    }
+    const policy::Verdict& verdict = outcome.verdict;
+    note_verdict(worker, verdict);
+    rec.decision = to_log(verdict.decision);
+    rec.rule = std::string(verdict.rule);
+    rec.reason = verdict.reason;
+    rec.integrity = verdict.integrity;
+    if (verdict.decision != policy::Decision::deny &&
+        (outcome.needs_lookup || !verdict.connect_to)) {
+      rec.decision = log::Decision::deny;
+      rec.rule = "builtin:integrity";
+      rec.reason = "no address to connect to";
+    }
+    note_http_request(worker, Proto::http, rec.decision);
+    l7::RequestVerdict out;
+    if (rec.decision == log::Decision::deny) {
+      out.refusal = http_response(
+          403, "Forbidden", "egressd: access to " + shown + " denied by rule " + rec.rule + "\n");
+      co_return out;
+    }
+    // The same checked address: reuse the connection while it is open.
+    const Endpoint want{*verdict.connect_to, dst.port};
+    if (upstream.is_open() && rec.upstream == want) {
+      out.upstream = &upstream;
+      co_return out;
+    }
+    upstream.close(ignored);
+    upstream = tcp::socket(client.get_executor());
+    const auto ec = co_await connect_upstream(upstream, want, snapshot->upstream_mark,
+                                              snapshot->timeouts.connect);
+    if (ec) {
+      rec.reason += "; connect to " + want.to_string() + " failed: " + ec.message();
+      note_connect_failure(worker, connect_failure_reason(ec));
+      out.refusal =
+          ec == asio::error::timed_out
+              ? http_response(504, "Gateway Timeout",
+                              "egressd: " + want.to_string() + " did not answer in time\n")
+              : http_response(502, "Bad Gateway",
+                              "egressd: cannot connect to " + want.to_string() + "\n");
+      rec.close = log::CloseReason::upstream_connect_failed;
+      co_return out;
+    }
+    rec.upstream = want;
+    out.upstream = &upstream;
+    co_return out;
+  };
+
+  beast::flat_buffer in;
+  {
+    auto room = in.prepare(first.size());
+    std::memcpy(room.data(), first.data(), first.size());
+    in.commit(first.size());
+    std::vector<std::uint8_t>().swap(first);
+  }
+  const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
+  flow.active().idle = snapshot->timeouts.idle;
+  flow.control.last_activity = std::chrono::steady_clock::now();
+  l7::Http1Options options;
+  options.idle = snapshot->timeouts.idle;
+  options.draining = worker.services().draining;
+  l7::Http1Outcome served =
+      co_await l7::serve_http1(client, in, upstream, judge, flow.control, options);
+
+  using End = l7::Http1Outcome::End;
+  switch (served.end) {
+    case End::client_closed:
+      rec.close = log::CloseReason::eof;
+      break;
+    case End::closed_after_response:
+      rec.close = log::CloseReason::eof;
+      client.shutdown(tcp::socket::shutdown_send, ignored);
+      break;
+    case End::refused:
+      if (rec.close != log::CloseReason::upstream_connect_failed)
+        rec.close = log::CloseReason::denied;
+      co_await answer_and_close(client, served.refusal);
+      break;
+    case End::malformed: {
+      flow.close_undecided(log::CloseReason::malformed,
+                           "malformed request: " + std::string(served.problem));
+      const std::string response = http_response(
+          400, "Bad Request", "egressd: bad request: " + std::string(served.problem) + "\n");
+      co_await answer_and_close(client, response);
+      break;
+    }
+    case End::idle:
+      rec.close = log::CloseReason::idle_timeout;
+      break;
+    case End::reset:
+      rec.close = flow.control.stop_reason ? stopped_reason() : log::CloseReason::reset;
+      break;
+    case End::stopped:
+      rec.close = stopped_reason();
+      break;
+    case End::no_response: {
+      rec.close = log::CloseReason::reset;
+      rec.reason += "; " + std::string(served.problem);
+      const std::string response =
+          http_response(502, "Bad Gateway", "egressd: " + std::string(served.problem) + "\n");
+      co_await answer_and_close(client, response);
+      break;
+    }
+    case End::upgraded: {
+      // WebSocket and the like, after a 101 to a request that was allowed:
+      // opaque bytes from here on.
+      if (!served.upstream_leftover.empty()) {
+        auto [ec, n] =
+            co_await asio::async_write(client, asio::buffer(served.upstream_leftover), kNoThrow);
+        flow.control.bytes_down += n;
+        if (ec) {
+          rec.close = log::CloseReason::reset;
+          break;
+        }
+      }
+      const auto data = in.data();
+      std::vector<std::uint8_t> rest(static_cast<const std::uint8_t*>(data.data()),
+                                     static_cast<const std::uint8_t*>(data.data()) + data.size());
+      in.consume(in.size());
+      rec.close = co_await relay_flow(worker, flow, client, *served.upstream, rest,
+                                      snapshot->timeouts.idle);
+      break;
+    }
   }
 }
 
@@ -257,6 +429,13 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   }
   if (ended) {
     rec.close = *ended;
+    co_return;
+  }
+
+  // Plaintext HTTP/1 whose name mattered: every later request is judged
+  // too (contract rule 12, "checked per request").
+  if (sniffed.proto == Proto::http && !decided_at_once) {
+    co_await serve_http1_flow(worker, flow, *listener, client, upstream, sniffed_bytes);
     co_return;
   }
 

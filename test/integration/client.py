@@ -530,6 +530,93 @@ def cmd_latency(a):
             time.sleep(left)
 
 
+def read_response(s, buf, head_only=False):
+    """One HTTP/1.1 response from s (bytes already read in buf): returns
+    (status, headers dict, body, rest of buf), or None when the connection
+    ends first. Bodies by Content-Length or chunked; none for 1xx/204/304
+    or head_only."""
+    def fill(need):
+        nonlocal buf
+        while need(buf):
+            data = s.recv(65536)
+            if not data:
+                return False
+            buf += data
+        return True
+    while True:
+        if not fill(lambda b: b"\r\n\r\n" not in b):
+            return None
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if 100 <= status < 200 and status != 101:
+            continue
+        break
+    body = b""
+    if head_only or status in (101, 204, 304):
+        return status, headers, body, buf
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            if not fill(lambda b: b"\r\n" not in b):
+                return None
+            size_line, _, buf = buf.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if not fill(lambda b: len(b) < size + 2):
+                return None
+            body += buf[:size]
+            buf = buf[size + 2:]
+            if size == 0:
+                break
+    elif "content-length" in headers:
+        n = int(headers["content-length"])
+        if not fill(lambda b: len(b) < n):
+            return None
+        body, buf = buf[:n], buf[n:]
+    else:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+        body, buf = buf, b""
+    return status, headers, body, buf
+
+
+def cmd_http_seq(a):
+    """Requests on one connection, one after the other (each after the
+    previous response) or all at once (--pipeline). --req is
+    METHOD|HOST|PATH[|Header: v;;Header: v]. Prints each response and
+    whether the connection was closed after the last."""
+    reqs = []
+    for r in a.req:
+        parts = r.split("|")
+        method, host, path = parts[0], parts[1], parts[2]
+        extra = "".join(h + "\r\n" for h in parts[3].split(";;")) if len(parts) > 3 and parts[3] else ""
+        reqs.append((method, ("%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (method, path, host, extra)).encode()))
+    s = connect(a.dst, a.src)
+    s.settimeout(a.read_timeout)
+    responses, buf = [], b""
+    try:
+        if a.pipeline:
+            s.sendall(b"".join(r for _, r in reqs))
+        for method, r in reqs:
+            if not a.pipeline:
+                s.sendall(r)
+            got = read_response(s, buf, head_only=method == "HEAD")
+            if got is None:
+                break
+            status, headers, body, buf = got
+            responses.append({"status": status, "headers": headers, "body": body.decode("latin-1")})
+    except OSError as e:
+        responses.append({"error": "%s: %s" % (type(e).__name__, e)})
+    data, how = read_all(s, a.read_timeout if responses and "error" not in responses[-1] else 0.5)
+    out({"local": local(s), "responses": responses, "after": (buf + data).decode("latin-1"), "closed": how})
+
+
 def dns_query(server, name, qtype_name):
     qtype = {"A": 1, "AAAA": 28}[qtype_name]
     qid = int.from_bytes(os.urandom(2), "big")
@@ -622,6 +709,12 @@ def main():
     p.add_argument("--dst", required=True)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--interval", type=float, default=0.01)
+
+    p = sp("http-seq", cmd_http_seq)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--req", action="append", required=True)
+    p.add_argument("--pipeline", action="store_true")
+    p.add_argument("--read-timeout", type=float, default=5.0)
 
     p = sp("banner", cmd_banner)
     p.add_argument("--dst", required=True)

@@ -1,4 +1,5 @@
-"""TCP servers for the inet namespace: echo, and a server-first banner.
+"""TCP servers for the inet namespace: echo, a server-first banner, and an
+HTTP/1.1 server that switches to an echo on `Upgrade: websocket`.
 
 Run as `ip netns exec INET python3 servers.py --echo IP:PORT ... --banner
 IP:PORT --banner-text TEXT --ready-file FILE`. Every server is a thread per
@@ -65,6 +66,37 @@ def banner(text):
     return serve
 
 
+def upgrade_server(conn):
+    """HTTP/1.1 keep-alive: a request with `Upgrade: websocket` gets a 101
+    and the connection becomes an echo; any other gets a 200 naming its
+    Host."""
+    try:
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            fields = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+            if fields.get("upgrade", "").lower() == "websocket":
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\n" + buf)
+                echo(conn)
+                return
+            body = ("upgrade-server host=%s\n" % fields.get("host", "")).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
 def rebinding_dns(sock, names):
     """A DNS server whose A answers change with every query: names maps a
     name to the addresses it answers in turn (TTL 1), as a rebinding
@@ -115,6 +147,7 @@ def main():
     ap.add_argument("--echo", action="append", default=[])
     ap.add_argument("--banner", action="append", default=[])
     ap.add_argument("--banner-text", default="220 banner\r\n")
+    ap.add_argument("--upgrade", action="append", default=[])
     ap.add_argument("--rebind-dns", help="IP:PORT of the rebinding DNS server")
     ap.add_argument("--rebind", action="append", default=[], help="NAME=IP1,IP2,...")
     ap.add_argument("--ready-file", required=True)
@@ -130,6 +163,7 @@ def main():
     text = a.banner_text.encode()
     socks = [(listen(parse_addr(x)), echo) for x in a.echo]
     socks += [(listen(parse_addr(x)), banner(text)) for x in a.banner]
+    socks += [(listen(parse_addr(x)), upgrade_server) for x in a.upgrade]
     for s, h in socks:
         threading.Thread(target=accept_loop, args=(s, h), daemon=True).start()
     with open(a.ready_file, "w") as f:

@@ -68,6 +68,7 @@ INET_IPS6 = [WEB_IP6, WEB2_IP6, WEB3_IP6, ECHO_IP6]
 
 ECHO_PORT = 7000
 ECHO_PORT_DENIED = 7001
+UPGRADE_PORT = 8088  # servers.py: HTTP/1.1 that switches to an echo on `Upgrade: websocket`
 BANNER_PORT = 2525
 BANNER = b"220 banner.test ESMTP egressd-integration\r\n"
 
@@ -99,6 +100,7 @@ DNS_HOSTS = {
     "x.deep.test": [WEB_IP],
     "a.b.deep.test": [WEB_IP],
     "echo.test": [ECHO_IP],
+    "ws.test": [ECHO_IP],
     "private.test": [PRIVATE_IP],
     "metadata.test": [METADATA_IP],
     "loopback.test": ["127.0.0.1"],
@@ -388,7 +390,8 @@ pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log {d}/nginx-access.log;
+  log_format withhost '$host $request_method $request_uri $status';
+  access_log {d}/nginx-access.log withhost;
   client_body_temp_path {d}/ngx-body;
   proxy_temp_path {d}/ngx-proxy;
   fastcgi_temp_path {d}/ngx-fastcgi;
@@ -411,6 +414,8 @@ http {{
     add_header X-Server-Addr $server_addr always;
     location = / {{ return 200 "server=$server_addr host=$host\\n"; }}
     location /slow/ {{ limit_rate {rate}; }}
+    location = /204 {{ return 204; }}
+    location /put/ {{ dav_methods PUT; create_full_put_path on; client_max_body_size 256m; }}
   }}
 }}
 """.format(d=d, rate=SLOW_RATE)
@@ -437,6 +442,7 @@ http {{
             "--echo", addr(ECHO_IP, ECHO_PORT), "--echo", addr(ECHO_IP, ECHO_PORT_DENIED),
             "--echo", addr(ECHO_IP6, ECHO_PORT),
             "--banner", addr(BANNER_IP, BANNER_PORT), "--banner-text", BANNER.decode(),
+            "--upgrade", addr(ECHO_IP, UPGRADE_PORT),
             "--rebind-dns", addr(DNS_IP, REBIND_DNS_PORT), "--rebind", "%s=%s,%s" % (REBIND_NAME, WEB_IP, METADATA_IP),
             "--ready-file", self.path("servers.ready")])
 
