@@ -27,9 +27,24 @@ namespace {
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kTrimAfterFlows = 1024;
 
+// Runs the flow of one accepted connection on `worker`, by the listener's kind.
+void start_flow(Worker& worker, const std::shared_ptr<const ListenerInfo>& listener,
+                tcp::socket socket) {
+  if (listener->mode == config::ListenerMode::explicit_proxy) {
+    asio::co_spawn(worker.io(), run_explicit_flow(worker, listener, std::move(socket)),
+                   asio::detached);
+  } else if (listener->forward) {
+    asio::co_spawn(worker.io(), run_forward_flow(worker, listener, std::move(socket)),
+                   asio::detached);
+  } else {
+    asio::co_spawn(worker.io(), run_flow(worker, listener, std::move(socket)), asio::detached);
+  }
+}
+
 // Accepts until the acceptor is closed. Never spins: when the process is
 // out of file descriptors, or the access log asks to stop taking new flows
-// (on_full: block), it waits a little and tries again.
+// (on_full: block), it waits a little and tries again. A connection
+// accepted just before a close still gets its flow.
 asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
                                   std::shared_ptr<tcp::acceptor> owned) {
   tcp::acceptor& acceptor = *owned;
@@ -41,24 +56,13 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const Listener
       co_await pause.async_wait(kNoThrow);
     }
     auto [ec, socket] = co_await acceptor.async_accept(kNoThrow);
+    if (!ec) start_flow(worker, listener, std::move(socket));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) {
       // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on the error.
       pause.expires_after(std::chrono::milliseconds(50));
       co_await pause.async_wait(kNoThrow);
-      continue;
     }
-    if (listener->mode == config::ListenerMode::explicit_proxy) {
-      asio::co_spawn(worker.io(), run_explicit_flow(worker, listener, std::move(socket)),
-                     asio::detached);
-      continue;
-    }
-    if (listener->forward) {
-      asio::co_spawn(worker.io(), run_forward_flow(worker, listener, std::move(socket)),
-                     asio::detached);
-      continue;
-    }
-    asio::co_spawn(worker.io(), run_flow(worker, listener, std::move(socket)), asio::detached);
   }
 }
 
@@ -157,8 +161,17 @@ void Worker::stop_listener(std::shared_ptr<const ListenerInfo> listener) {
   asio::post(io_, [this, listener = std::move(listener)] {
     std::erase_if(acceptors_, [&](Acceptor& a) {
       if (a.listener != listener) return false;
-      boost::system::error_code ignored;
-      a.acceptor->close(ignored);
+      // Connections the kernel already queued on this socket would be reset
+      // by the close: take them first, as flows of the listener they came
+      // to (a changed listener's new sockets get everything after).
+      boost::system::error_code ec;
+      a.acceptor->non_blocking(true, ec);
+      while (!ec) {
+        tcp::socket socket(io_);
+        a.acceptor->accept(socket, ec);
+        if (!ec) start_flow(*this, a.listener, std::move(socket));
+      }
+      a.acceptor->close(ec);
       return true;
     });
   });
