@@ -827,6 +827,32 @@ class ListenerReloadTest(ReloadHelpers, harness.GatewayTest):
         self.assertEqual(talker.close()["closed"], "eof")
         self.assertRecord(self.flow(src=talker.local), listener="extra", proto="tcp", close="eof")
 
+    def test_same_address_re_add_loses_no_connection(self):
+        """Short flows back to back while the listener on their port is
+        renamed (a remove plus an add on the same address) and renamed back:
+        every connection is served, by one name or the other, none refused
+        or reset (the new sockets listen before the old close, and the old
+        ones' queued connections are taken first)."""
+        original = self.restore_on_cleanup()
+        first = self.with_listener(original, "extra", EXTRA_PORT)
+        second = self.with_listener(original, "extra-renamed", EXTRA_PORT)
+        self.reload(first)
+        self.redirect_echo_to(EXTRA_PORT)
+        loop = self.world.client_popen("echo-loop", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--seconds", "4",
+                                       "--concurrency", "4")
+        self.addCleanup(lambda: loop.poll() is None and loop.kill())
+        time.sleep(0.5)
+        for cfg in (second, first, second):
+            self.reload(cfg)
+            time.sleep(0.6)
+        out, err = loop.communicate(timeout=60)
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        self.assertEqual(result["failures"], [], err.decode())
+        self.assertGreater(len(result["ok"]), 20, result["flows"])
+        names = {r.get("listener") for r in self.log.records()[self.mark:] if r.get("event") == "flow"
+                 and r.get("dst") == A(W.ECHO_IP, W.ECHO_PORT)}
+        self.assertEqual(names, {"extra", "extra-renamed"})
+
     def test_listener_that_cannot_bind_rejects_the_whole_reload(self):
         original = self.restore_on_cleanup()
         holder = subprocess.Popen(["ip", "netns", "exec", self.world.gw, W.PYTHON, "-c", PORT_HOLDER,
