@@ -168,6 +168,12 @@ TEST(Http1Head, ContractRule12IsMalformed) {
       {"TE chunked params", pre + "Transfer-Encoding: chunked;q=1\r\n\r\n"},
       {"TE empty", pre + "Transfer-Encoding: \r\n\r\n"},
       {"TE xchunked", pre + "Transfer-Encoding: xchunked\r\n\r\n"},
+      // Found by http1_stream_fuzz: a coding that is no token made Beast
+      // stop reading the list and frame the body differently.
+      {"TE params on another coding", pre + "Transfer-Encoding: gzip, chz;ip, chunked\r\n\r\n"},
+      {"TE non-token coding", pre + "Transfer-Encoding: \xe6gzip, chunked\r\n\r\n"},
+      {"TE field-like coding",
+       pre + "Transfer-Encoding: ost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"},
       {"TE in 1.0", "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"},
       {"obs-fold", pre + "X-A: b\r\n c\r\n\r\n"},
       {"obs-fold tab", pre + "X-A: b\r\n\tc\r\n\r\n"},
