@@ -11,13 +11,13 @@ bool ValidatedConfig::ok() const noexcept {
 }
 
 ValidatedConfig load_and_validate(const std::string& path, std::chrono::sys_days today,
-                                  bool run_own_tests) {
+                                  bool run_own_tests, const std::vector<IpAddress>& own_addresses) {
   ValidatedConfig out;
   config::LoadResult loaded = config::load_config_file(path, config::LoadOptions{today});
   out.diagnostics = std::move(loaded.diagnostics);
   if (!loaded.config) return out;
   out.config = std::move(loaded.config);
-  out.policy = policy::CompiledPolicy::compile(out.config->policy, out.config->tls);
+  out.policy = policy::CompiledPolicy::compile(out.config->policy, out.config->tls, own_addresses);
   if (!run_own_tests) return out;
   const auto results =
       policy::run_tests(*out.policy, out.config->listeners, out.config->policy.tests, today);

@@ -179,12 +179,16 @@ spdlog::level::level_enum parse_level(const std::string& s) {
 
 class Gateway {
  public:
-  Gateway(std::string config_path, cli::ValidatedConfig validated)
+  // `validated` was compiled with `own_addresses` (the guard's own host).
+  Gateway(std::string config_path, cli::ValidatedConfig validated,
+          std::vector<IpAddress> own_addresses)
       : config_path_(std::move(config_path)),
         config_(std::move(*validated.config)),
+        initial_policy_(std::move(validated.policy)),
         cache_(dns::CacheOptions::from(config_.dns)),
         resolver_(cache_, dns::ResolverOptions::from(config_.dns)),
-        source_limiter_(config_.limits.max_connections_per_source) {}
+        source_limiter_(config_.limits.max_connections_per_source),
+        own_addresses_(std::move(own_addresses)) {}
 
   int run() {
     const unsigned worker_count = config_.workers != 0 ? config_.workers : usable_cpus();
@@ -201,10 +205,7 @@ class Gateway {
         std::make_unique<metrics::Registry>(worker_count, std::move(listener_names), kVersion);
     metrics_->set_access_log_dropped_source([this] { return access_log_->dropped_total(); });
 
-    own_addresses_ = dns::own_host_addresses();
-    publish(make_snapshot(
-        config_, policy::CompiledPolicy::compile(config_.policy, config_.tls, own_addresses_),
-        /*generation=*/1));
+    publish(make_snapshot(config_, std::move(initial_policy_), /*generation=*/1));
     metrics_->config_loaded(1, std::chrono::system_clock::now());
 
     // Limits: each flow holds two descriptors; pipes hold two each while
@@ -467,14 +468,14 @@ class Gateway {
     auto p = std::make_shared<PreparedReload>();
     p->seq = seq;
     try {
-      cli::ValidatedConfig v = cli::load_and_validate(config_path_, cli::utc_today());
+      // One compile, with this host's own addresses (the guard): the
+      // config's own tests judge the very policy that will serve.
+      cli::ValidatedConfig v =
+          cli::load_and_validate(config_path_, cli::utc_today(), true, own_addresses_);
       const bool accepted = v.ok();  // before the diagnostics move out
       p->diagnostics = std::move(v.diagnostics);
-      // The serving compile knows this host's own addresses (the guard);
-      // load_and_validate's compile, for the config's own tests, does not.
       if (accepted && !reloader_->superseded(seq)) {
-        p->policy =
-            policy::CompiledPolicy::compile(v.config->policy, v.config->tls, own_addresses_);
+        p->policy = std::move(v.policy);
         p->config = std::move(v.config);
       }
     } catch (const std::exception& e) {
@@ -630,6 +631,7 @@ class Gateway {
 
   std::string config_path_;
   config::ConfigSpec config_;
+  std::shared_ptr<const policy::CompiledPolicy> initial_policy_;  // until run() publishes it
   asio::io_context control_io_{1};
   dns::Cache cache_;
   dns::Resolver resolver_;
@@ -664,13 +666,16 @@ int run_gateway(const RunOptions& options, std::ostream& err) {
   spdlog::set_level(parse_level(options.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
 
-  auto validated = cli::load_and_validate(options.config_path, cli::utc_today());
+  // Compiled once, knowing this host's own addresses (the guard).
+  std::vector<IpAddress> own_addresses = dns::own_host_addresses();
+  auto validated =
+      cli::load_and_validate(options.config_path, cli::utc_today(), true, own_addresses);
   for (const auto& d : validated.diagnostics) err << d.to_string() << '\n';
   if (!validated.ok()) {
     err << "egressd: " << options.config_path << " is not a valid config; nothing was started\n";
     return 1;
   }
-  Gateway gateway(options.config_path, std::move(validated));
+  Gateway gateway(options.config_path, std::move(validated), std::move(own_addresses));
   return gateway.run();
 }
 

@@ -28,8 +28,12 @@ struct ValidatedConfig {
 // position. `today` is the UTC day `until` is compared with, by the tests
 // and by the loader's "until has passed" warning. Never throws on bad input:
 // an unreadable or invalid file is diagnostics, `config` and `policy` unset.
+// `own_addresses` (the running gateway's, for the guard) go into the
+// compile, so a reload's tests judge exactly the policy that will serve and
+// it is compiled once; `check` and the other commands pass none.
 ValidatedConfig load_and_validate(const std::string& path, std::chrono::sys_days today,
-                                  bool run_own_tests = true);
+                                  bool run_own_tests = true,
+                                  const std::vector<IpAddress>& own_addresses = {});
 
 // A failed case in one phrase, without its position: `expected allow (rule
 // github), got deny (rule default: no rule matched; default deny)`.
