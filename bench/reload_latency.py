@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +50,8 @@ def big_config_text(cfg, rules):
     lines += ["policy:", "  mode: %s" % json.dumps(p["mode"]), "  default: %s" % json.dumps(p["default"]),
               "  rules:"]
     lines += ["    - " + json.dumps(r) for r in p["rules"]]
-    lines += ["    - {name: bulk-%d, to: [{host: h%d.s%d.example.com, ports: [443]}]}" % (i, i, i % 997)
+    # Short lines: 1M rules must stay under the loader's 64 MiB file cap.
+    lines += ["    - {name: b%d, to: [{host: h%d.s%d.example}]}" % (i, i, i % 997)
               for i in range(rules)]
     return "\n".join(lines) + "\n"
 
@@ -81,6 +83,10 @@ def main():
 
             client = world.client_popen("latency", "--dst", W.addr(W.ECHO_IP, W.ECHO_PORT), "--seconds", 3600,
                                         "--interval", 0.01)
+            # Read as it comes: a full pipe would stall the client.
+            lines = []
+            reader = threading.Thread(target=lambda: lines.extend(l.decode() for l in client.stdout), daemon=True)
+            reader.start()
             time.sleep(a.baseline)
             t_rename = time.time()
             os.rename(big, gw.config_path)
@@ -102,7 +108,8 @@ def main():
         finally:
             if client is not None:
                 client.kill()
-            lines = client.communicate(timeout=30)[0].decode().splitlines() if client is not None else []
+                client.wait(timeout=30)
+                reader.join(timeout=30)
             gw.stop()
     samples = [json.loads(l) for l in lines if l.startswith("[")]
     windows = [summary("before", [s for s in samples if s[0] < t_rename]),
