@@ -11,6 +11,8 @@
 //   -> `open` record -> replay sniffed bytes -> relay -> `flow` record;
 //      plaintext HTTP/1 whose name mattered goes to the l7 module instead,
 //      which serves it request by request, each judged here.
+//   h2c whose name matters skips the connection-level decision: the l7
+//   module terminates it and each stream is judged here on its own.
 //
 // Every exit path goes through FlowScope's destructor, which writes the
 // one `flow` record and the metrics, so nothing that crossed the gateway
@@ -26,6 +28,7 @@
 
 #include "egressd/core/hostname.hpp"
 #include "egressd/flow/worker.hpp"
+#include "egressd/l7/h2c.hpp"
 #include "egressd/l7/http1.hpp"
 #include "egressd/log/record.hpp"
 #include "egressd/net/socket.hpp"
@@ -222,6 +225,167 @@ awaitable<void> serve_http1_flow(Worker& worker, FlowScope& flow, const Listener
   }
 }
 
+// A transparent h2c connection on a port where names matter: no decision
+// is taken for the connection (it has no name); the l7 module terminates
+// HTTP/2 and each stream's :authority is judged here like a new flow (the
+// same source and original destination, destination integrity for the
+// name) against the policy in force when the stream arrives. A denied
+// stream gets its 403 and a `request` record; the others go on. The record
+// carries every name (`host`, `hosts`) and the last stream's decision; the
+// `open` record is written when the first upstream connection is up. A
+// connection that ends without a stream is recorded like any undecided
+// flow: deny, builtin:<close reason>.
+awaitable<void> serve_h2c_flow(Worker& worker, FlowScope& flow, const ListenerInfo& listener,
+                               tcp::socket& client, std::vector<std::uint8_t>& first) {
+  log::FlowRecord& rec = flow.record;
+  const Endpoint dst = *rec.dst;
+  bool opened = false;
+  bool connect_failed = false;
+
+  l7::H2cHooks hooks;
+  // The record's decision is the last stream's (the highest stream id
+  // judged so far), whatever order concurrent judgements end in.
+  std::int32_t latest = 0;
+  hooks.judge = [&](const l7::H2cRequest& request) -> awaitable<l7::StreamVerdict> {
+    const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
+    const policy::CompiledPolicy& policy = *snapshot->policy;
+    const policy::SelectorSet selectors = policy.match_identity(rec.source_pod.get());
+    auto canonical = canonicalize_name(request.name);
+    const std::string shown = canonical.name ? canonical.name->text : request.name;
+    if (!shown.empty()) rec.add_host(shown);
+    log::FlowRecord taken;  // this stream's decision, rule, reason, integrity
+    l7::StreamVerdict out;
+    if (!request.problem.empty()) {
+      // Malformed as a request (two origins named): refused on its own.
+      taken.decision = log::Decision::deny;
+      taken.rule = "builtin:malformed";
+      taken.reason = "malformed request: " + std::string(request.problem);
+      out.status = 400;
+      out.body = "egressd: bad request: " + std::string(request.problem) + "\n";
+    } else {
+      policy::FlowFacts facts;
+      facts.listener = listener.name;
+      facts.transparent = true;
+      facts.src = rec.src.ip;
+      facts.dst = dst.ip;
+      facts.port = dst.port;
+      facts.proto = Proto::h2c;
+      facts.name = request.name;
+      facts.today = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
+      facts.identity = rec.source_pod.get();
+      facts.selectors = &selectors;
+      policy::Outcome outcome = decide(worker, policy, facts, nullptr);
+      if (outcome.needs_lookup) {
+        const ResolvedName resolved = co_await resolve_name(worker, std::move(outcome.lookup_name));
+        outcome = decide(worker, policy, facts, &resolved);
+      }
+      const policy::Verdict& verdict = outcome.verdict;
+      note_verdict(worker, verdict);
+      taken.decision = to_log(verdict.decision);
+      taken.rule = std::string(verdict.rule);
+      taken.reason = verdict.reason;
+      taken.integrity = verdict.integrity;
+      if (verdict.decision != policy::Decision::deny &&
+          (outcome.needs_lookup || !verdict.connect_to)) {
+        taken.decision = log::Decision::deny;
+        taken.rule = "builtin:integrity";
+        taken.reason = "no address to connect to";
+      }
+      if (taken.decision != log::Decision::deny) {
+        // The checked address, never re-resolved.
+        out.upstream = Endpoint{*verdict.connect_to, dst.port};
+      } else {
+        out.body = "egressd: access to " + (shown.empty() ? std::string("(none)") : shown) +
+                   " denied by rule " + taken.rule + "\n";
+      }
+    }
+    note_http_request(worker, Proto::h2c, taken.decision);
+    if (request.stream_id >= latest) {
+      latest = request.stream_id;
+      rec.decision = taken.decision;
+      rec.rule = taken.rule;
+      rec.reason = taken.reason;
+      rec.integrity = taken.integrity;
+    }
+    if (!out.upstream) {
+      // The `request` record: this stream's name and verdict.
+      log::FlowRecord denied = rec;
+      denied.event = log::Event::request;
+      denied.host.reset();
+      denied.hosts.clear();
+      if (!shown.empty()) denied.add_host(shown);
+      denied.decision = taken.decision;
+      denied.rule = std::move(taken.rule);
+      denied.reason = std::move(taken.reason);
+      denied.integrity = taken.integrity;
+      denied.upstream.reset();
+      submit_record(worker, std::move(denied));
+    }
+    co_return out;
+  };
+  hooks.connect = [&](tcp::socket& upstream,
+                      const Endpoint& to) -> awaitable<boost::system::error_code> {
+    const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
+    const auto ec = co_await connect_upstream(upstream, to, snapshot->upstream_mark,
+                                              snapshot->timeouts.connect);
+    if (ec) {
+      if (!flow.control.stop_reason) {
+        connect_failed = true;
+        rec.reason += "; connect to " + to.to_string() + " failed: " + ec.message();
+        note_connect_failure(worker, connect_failure_reason(ec));
+      }
+      co_return ec;
+    }
+    if (!opened) {
+      // The `open` record: a long h2c connection still leaves a trace.
+      opened = true;
+      rec.upstream = to;
+      log::FlowRecord open = rec;
+      open.event = log::Event::open;
+      submit_record(worker, std::move(open));
+    }
+    co_return ec;
+  };
+
+  const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
+  l7::H2cOptions options;
+  options.idle = snapshot->timeouts.idle;
+  options.draining = worker.services().draining;
+  std::vector<std::uint8_t> preface;
+  preface.swap(first);
+  const l7::H2cOutcome served =
+      co_await l7::serve_h2c(client, preface, hooks, flow.control, options);
+
+  using End = l7::H2cOutcome::End;
+  log::CloseReason close = log::CloseReason::eof;
+  switch (served.end) {
+    case End::done:
+      close = opened || !connect_failed ? log::CloseReason::eof
+                                        : log::CloseReason::upstream_connect_failed;
+      break;
+    case End::protocol_error:
+      close = log::CloseReason::malformed;
+      break;
+    case End::idle:
+      close = log::CloseReason::idle_timeout;
+      break;
+    case End::reset:
+      close = log::CloseReason::reset;
+      break;
+    case End::stopped:
+      close = flow.control.stop_reason ? to_close(*flow.control.stop_reason)
+                                       : log::CloseReason::drained;
+      break;
+  }
+  if (served.streams == 0) {
+    flow.close_undecided(close, close == log::CloseReason::malformed
+                                    ? "malformed h2c: the client broke HTTP/2 before a request"
+                                    : "the h2c connection ended before any request");
+    co_return;
+  }
+  rec.close = close;
+}
+
 }  // namespace
 
 awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
@@ -329,6 +493,12 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
                            "the gateway stopped the flow while sniffing");
       co_return;
   }
+  // h2c where names matter: judged stream by stream, not here.
+  if (sniffed.proto == Proto::h2c && !decided_at_once) {
+    co_await serve_h2c_flow(worker, flow, *listener, client, sniffed_bytes);
+    co_return;
+  }
+
   // Decide.
   policy::FlowFacts facts;
   facts.listener = listener->name;

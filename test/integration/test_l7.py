@@ -4,6 +4,7 @@ pipelined connection is judged on its own Host, a refused one gets the 403
 and ends the connection, and nothing after it reaches any origin."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -212,4 +213,361 @@ sys.stdin.readline()
 status, conn = get()
 closed = s.recv(1) == b""
 print("status=%%s connection=%%s closed=%%s" %% (status, conn.lower(), "yes" if closed else "no"), flush=True)
+"""
+
+
+# ---- h2c: stream by stream ------------------------------------------------------
+
+H2C_RULES = RULES + [
+    {"name": "h2c-web", "to": [{"host": "allowed.test", "ports": [W.H2C_PORT]},
+                               {"host": "*.allowed.test", "ports": [W.H2C_PORT]}]},
+    {"name": "h2c-block", "action": "deny", "to": [{"host": "denied.test", "ports": [W.H2C_PORT]}]},
+]
+
+
+def h2c_authority(name):
+    return "%s:%d" % (name, W.H2C_PORT)
+
+
+class H2cPerStreamTest(harness.GatewayTest):
+    """h2c (prior knowledge) to nghttpd through the REDIRECT listener: each
+    stream's :authority is judged on its own; a denied stream gets 403 and
+    a `request` record while the other streams go on."""
+
+    rules = H2C_RULES
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.big = os.urandom(6 * 1024 * 1024 + 123)
+        with open(cls.world.path("h2c-www", "big.bin"), "wb") as f:
+            f.write(cls.big)
+
+    def h2(self, *requests, timeout=20, stdin=None):
+        """The mini client (H2_CLIENT) in the pod: one connection, every
+        request at once; returns its JSON."""
+        args = [W.PYTHON, "-c", H2_CLIENT, A(W.WEB_IP, W.H2C_PORT)]
+        for r in requests:
+            args += [json.dumps(r)]
+        p = self.world.pod_run(args, timeout=timeout)
+        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        return json.loads(p.stdout.decode().strip().splitlines()[-1])
+
+    def test_curl_prior_knowledge_to_an_allowed_name(self):
+        p = self.world.pod_run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "10", "-w", "\n%{http_code}",
+                                "--resolve", "allowed.test:%d:%s" % (W.H2C_PORT, W.WEB_IP),
+                                "http://allowed.test:%d/" % W.H2C_PORT])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.decode(), "h2c origin\n\n200")
+        rec = self.flow(dst=A(W.WEB_IP, W.H2C_PORT))
+        self.assertRecord(rec, proto="h2c", host="allowed.test", decision="allow", rule="h2c-web", close="eof",
+                          upstream=A(W.WEB_IP, W.H2C_PORT), hosts=None)
+        opened = self.log.wait(W.match(event="open", src=rec["src"]), since=self.mark)
+        self.assertRecord(opened, proto="h2c", host="allowed.test", decision="allow", rule="h2c-web")
+        self.assertEqual(self.gw.metrics().sum("egressd_http_requests_total", proto="h2c") -
+                         self.m0.sum("egressd_http_requests_total", proto="h2c"), 1)
+
+    def test_concurrent_streams_one_denied(self):
+        before = len(self.world.nghttpd_authorities())
+        r = self.h2({"authority": h2c_authority("allowed.test")},
+                    {"authority": h2c_authority("a.allowed.test")},
+                    {"authority": h2c_authority("denied.test")},
+                    {"authority": h2c_authority("b.allowed.test"), "path": "/big.bin"},
+                    {"authority": h2c_authority("nope.test")})
+        s = r["streams"]
+        self.assertEqual([s[k]["status"] for k in ("1", "3", "5", "7", "9")], [200, 200, 403, 200, 403], r)
+        self.assertEqual(s["1"]["body"], "h2c origin\n")
+        self.assertEqual(s["7"]["sha256"], hashlib.sha256(self.big).hexdigest())
+        self.assertIn("access to denied.test denied by rule h2c-block", s["5"]["body"])
+        self.assertIn("access to nope.test denied by rule default", s["9"]["body"])
+        seen = self.world.nghttpd_authorities()[before:]
+        self.assertEqual(sorted(seen), sorted([h2c_authority(n) for n in ("allowed.test", "a.allowed.test",
+                                                                           "b.allowed.test")]),
+                         "the denied authorities never reached the origin")
+        rec = self.flow(src=r["local"])
+        self.assertRecord(rec, proto="h2c", host="allowed.test", close="eof")
+        self.assertEqual(rec["hosts"], ["allowed.test", "a.allowed.test", "denied.test", "b.allowed.test",
+                                        "nope.test"], rec)
+        reqs = [x for x in self.log.records()[self.mark:] if x.get("event") == "request" and x["src"] == r["local"]]
+        self.assertEqual(sorted((x["host"], x["decision"], x["rule"]) for x in reqs),
+                         [("denied.test", "deny", "h2c-block"), ("nope.test", "deny", "default")], reqs)
+        for x in reqs:
+            self.assertRecord(x, proto="h2c", upstream=None, close=None, hosts=None)
+        m = self.gw.metrics()
+        self.assertEqual(m.sum("egressd_http_requests_total", proto="h2c", decision="deny") -
+                         self.m0.sum("egressd_http_requests_total", proto="h2c", decision="deny"), 2)
+        self.assertEqual(m.sum("egressd_http_requests_total", proto="h2c", decision="allow") -
+                         self.m0.sum("egressd_http_requests_total", proto="h2c", decision="allow"), 3)
+
+    def test_nghttp_streams_on_one_connection(self):
+        p = self.world.pod_run(["nghttp", "-v", "-m", "8", "-H", ":authority: " + h2c_authority("allowed.test"),
+                                "http://%s/" % A(W.WEB_IP, W.H2C_PORT)], timeout=20)
+        self.assertEqual(p.returncode, 0, p.stdout[-2000:])
+        self.assertEqual(p.stdout.decode().count(":status: 200"), 8, p.stdout[-2000:])
+        p = self.world.pod_run(["nghttp", "-v", "-H", ":authority: " + h2c_authority("denied.test"),
+                                "http://%s/" % A(W.WEB_IP, W.H2C_PORT)], timeout=20)
+        self.assertIn(":status: 403", p.stdout.decode())
+        self.assertIn("denied by rule h2c-block", p.stdout.decode())
+
+    def test_large_download_with_small_windows(self):
+        want = hashlib.sha256(self.big).hexdigest()
+        p = self.world.pod_run(["sh", "-c", "nghttp -w 12 -W 16 -H ':authority: %s' http://%s/big.bin | sha256sum"
+                                % (h2c_authority("allowed.test"), A(W.WEB_IP, W.H2C_PORT))], timeout=90)
+        self.assertEqual(p.stdout.decode().split()[0], want, p.stderr)
+        # And a request body going up, with trailers, beside a download.
+        data = os.urandom(700_000)
+        path = self.world.path("h2c-upload.bin")
+        with open(path, "wb") as f:
+            f.write(data)
+        p = self.world.pod_run(["nghttp", "-v", "-w", "14", "-d", path, "--trailer", "x-trailer: yes",
+                                "-H", ":authority: " + h2c_authority("allowed.test"),
+                                "http://%s/" % A(W.WEB_IP, W.H2C_PORT)], timeout=30)
+        self.assertIn(":status: 200", p.stdout.decode(), p.stdout[-2000:])
+
+    def test_authority_and_host_disagreeing_is_refused_on_that_stream(self):
+        before = len(self.world.nghttpd_authorities())
+        r = self.h2({"authority": h2c_authority("allowed.test"), "host": h2c_authority("denied.test")},
+                    {"authority": h2c_authority("allowed.test")},
+                    {"authority": h2c_authority("allowed.test"), "host": h2c_authority("ALLOWED.test.")},
+                    {"host": h2c_authority("a.allowed.test")},
+                    {"authority": "bad_name!.test:%d" % W.H2C_PORT})
+        s = r["streams"]
+        self.assertEqual([s[k]["status"] for k in ("1", "3", "5", "7", "9")], [400, 200, 200, 200, 403], r)
+        self.assertIn(":authority and Host disagree", s["1"]["body"])
+        self.assertIn("builtin:invalid-name", s["9"]["body"])
+        self.assertEqual(len(self.world.nghttpd_authorities()) - before, 2, "only the good streams reached nghttpd")
+        rec = self.flow(src=r["local"])
+        self.assertRecord(rec, proto="h2c", decision="deny", rule="builtin:invalid-name", close="eof")
+
+    def test_a_connection_without_requests_is_an_undecided_flow(self):
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+        r = self.world.client("raw", "--dst", A(W.WEB_IP, W.H2C_PORT), "--send-hex", preface.hex(),
+                              "--shut-wr", "--read-timeout", "3")
+        self.assertTrue(r["recv"].encode("latin-1").startswith(b"\x00\x00"), r)  # our SETTINGS
+        rec = self.flow(src=r["local"])
+        self.assertRecord(rec, proto="h2c", decision="deny", rule="builtin:eof", close="eof", host=None)
+
+
+class H2cDrainTest(harness.GatewayTest):
+    """SIGTERM: an h2c connection with a stream in flight gets GOAWAY naming
+    that stream; the stream finishes; then the connection ends."""
+
+    rules = H2C_RULES
+    config_overrides = {"timeouts": {"sniff": "2s", "connect": "2s", "idle": "60s", "drain_delay": "1s",
+                                     "drain": "15s"}}
+
+    def test_goaway_and_the_stream_in_flight_finishes(self):
+        data = os.urandom(1024 * 1024)
+        with open(self.world.path("h2c-www", "drain.bin"), "wb") as f:
+            f.write(data)
+        # The client holds its window at 0 (its response cannot finish)
+        # until it has seen GOAWAY, then opens it.
+        req = {"authority": h2c_authority("allowed.test"), "path": "/drain.bin"}
+        p = self.world.pod_popen([W.PYTHON, "-c", H2_CLIENT, A(W.WEB_IP, W.H2C_PORT), "--hold-until-goaway",
+                                  json.dumps(req)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # The stream is open when its response head arrives.
+        line = p.stdout.readline().decode()
+        self.assertIn("headers", line, p.stderr.read() if not line else line)
+        self.gw.signal(signal.SIGTERM)
+        self.assertEqual(json.loads(p.stdout.readline())["goaway"], {"last_stream_id": 1, "error": 0})
+        out, err = p.communicate(timeout=30)
+        self.assertTrue(out.strip(), err)
+        r = json.loads(out.decode().strip().splitlines()[-1])
+        self.assertEqual(r["goaway"], {"last_stream_id": 1, "error": 0}, r)
+        self.assertEqual(r["streams"]["1"]["status"], 200, r)
+        self.assertEqual(r["streams"]["1"]["sha256"], hashlib.sha256(data).hexdigest(), r)
+        self.assertEqual(r["closed"], True, r)
+        self.assertEqual(self.gw.proc.wait(timeout=20), 0)
+        rec = self.flow(src=r["local"])
+        self.assertRecord(rec, proto="h2c", decision="allow", rule="h2c-web", close="eof")
+
+
+class H2cDrainDeadlineTest(harness.GatewayTest):
+    """A stream that does not finish within timeouts.drain: the flow is
+    stopped at the drain's end and recorded `drained`."""
+
+    rules = H2C_RULES
+    config_overrides = {"timeouts": {"sniff": "2s", "connect": "2s", "idle": "60s", "drain_delay": "1s",
+                                     "drain": "2s"}}
+
+    def test_a_stream_still_open_at_the_end_of_the_drain_is_drained(self):
+        with open(self.world.path("h2c-www", "stuck.bin"), "wb") as f:
+            f.write(os.urandom(512 * 1024))
+        req = {"authority": h2c_authority("allowed.test"), "path": "/stuck.bin"}
+        p = self.world.pod_popen([W.PYTHON, "-c", H2_CLIENT, A(W.WEB_IP, W.H2C_PORT), "--hold-forever",
+                                  json.dumps(req)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = p.stdout.readline().decode()
+        self.assertIn("headers", line, p.stderr.read() if not line else line)
+        started = time.monotonic()
+        self.gw.signal(signal.SIGTERM)
+        self.assertEqual(json.loads(p.stdout.readline())["goaway"], {"last_stream_id": 1, "error": 0})
+        out, err = p.communicate(timeout=30)
+        r = json.loads(out.decode().strip().splitlines()[-1])
+        self.assertTrue(r["closed"], r)
+        self.assertEqual(self.gw.proc.wait(timeout=20), 0)
+        self.assertLess(time.monotonic() - started, 10)
+        rec = self.flow(src=r["local"])
+        self.assertRecord(rec, proto="h2c", decision="allow", rule="h2c-web", close="drained")
+
+
+# A minimal HTTP/2 client (RFC 9113, HPACK RFC 7541) run in the pod, because
+# nghttp and curl open one connection per authority: one connection, every
+# request on its own stream at once. Requests are JSON objects (authority,
+# host, path). It advertises a header table size of 0 so responses use no
+# dynamic table, and decodes only :status (Huffman digits included).
+# Prints {"streams": {id: {status, body, sha256, rst}}, "goaway", "closed",
+# "local"}. --hold-until-goaway: stream window 0 until a GOAWAY arrives
+# (prints a line when the first response head is in).
+H2_CLIENT = r"""
+import hashlib, json, socket, struct, sys
+args = sys.argv[1:]
+hold = "--hold-until-goaway" in args or "--hold-forever" in args
+forever = "--hold-forever" in args
+args = [a for a in args if a not in ("--hold-until-goaway", "--hold-forever")]
+host, port = args[0].rsplit(":", 1)
+reqs = [json.loads(a) for a in args[1:]]
+s = socket.create_connection((host, int(port)), timeout=15)
+def frame(t, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([t, flags]) + struct.pack(">I", sid) + payload
+def lit(name, value):
+    n, v = name.encode(), value.encode()
+    assert len(n) < 127 and len(v) < 127
+    return b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+settings = struct.pack(">HI", 1, 0) + struct.pack(">HI", 4, 0 if hold else 1 << 20)
+out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, settings)
+out += frame(8, 0, 0, struct.pack(">I", 16 << 20))
+streams = {}
+for i, r in enumerate(reqs):
+    sid = 1 + 2 * i
+    block = lit(":method", "GET") + lit(":scheme", "http") + lit(":path", r.get("path", "/"))
+    if "authority" in r:
+        block += lit(":authority", r["authority"])
+    if "host" in r:
+        block += lit("host", r["host"])
+    out += frame(1, 0x5, sid, block)
+    streams[sid] = {"status": None, "body": b"", "rst": None, "done": False}
+s.sendall(out)
+HUFF = {"00000": "0", "00001": "1", "00010": "2", "011001": "3", "011010": "4", "011011": "5",
+        "011100": "6", "011101": "7", "011110": "8", "011111": "9"}
+STATIC_STATUS = {8: "200", 9: "204", 10: "206", 11: "304", 12: "400", 13: "404", 14: "500"}
+def integer(b, i, prefix):
+    v = b[i] & ((1 << prefix) - 1); i += 1
+    if v < (1 << prefix) - 1:
+        return v, i
+    m = 0
+    while True:
+        v += (b[i] & 0x7f) << m; m += 7; i += 1
+        if not b[i - 1] & 0x80:
+            return v, i
+def string(b, i):
+    huff = b[i] & 0x80
+    n, i = integer(b, i, 7)
+    raw = b[i:i + n]
+    if not huff:
+        return raw.decode("latin-1"), i + n
+    bits, text, code = "".join(format(x, "08b") for x in raw), "", ""
+    for c in bits:
+        code += c
+        if code in HUFF:
+            text += HUFF[code]; code = ""
+    return text, i + n
+def status_of(b):
+    i = 0
+    while i < len(b):
+        c = b[i]
+        if c & 0x80:
+            idx, i = integer(b, i, 7)
+            if idx in STATIC_STATUS:
+                return int(STATIC_STATUS[idx])
+            continue
+        if c & 0xe0 == 0x20:
+            _, i = integer(b, i, 5); continue
+        prefix = 6 if c & 0x40 else 4
+        idx, i = integer(b, i, prefix)
+        name = None
+        if idx == 0:
+            name, i = string(b, i)
+        value, i = string(b, i)
+        if (name == ":status") or (8 <= idx <= 14):
+            return int(value)
+    return None
+buf, goaway, closed, told = b"", None, False, False
+def send(b):
+    try:
+        s.sendall(b)
+    except OSError:
+        pass
+def pending():
+    return any(not x["done"] for x in streams.values())
+while pending():
+    try:
+        chunk = s.recv(65536)
+    except socket.timeout:
+        break
+    except OSError:
+        closed = True
+        break
+    if not chunk:
+        closed = True
+        break
+    buf += chunk
+    while len(buf) >= 9:
+        n = struct.unpack(">I", b"\x00" + buf[:3])[0]
+        if len(buf) < 9 + n:
+            break
+        t, flags, sid = buf[3], buf[4], struct.unpack(">I", buf[5:9])[0] & 0x7fffffff
+        p, buf = buf[9:9 + n], buf[9 + n:]
+        st = streams.get(sid)
+        if t == 4 and not flags & 1:
+            send(frame(4, 1, 0))
+        elif t == 6 and not flags & 1:
+            send(frame(6, 1, 0, p))
+        elif t == 7:
+            goaway = {"last_stream_id": struct.unpack(">I", p[:4])[0] & 0x7fffffff,
+                      "error": struct.unpack(">I", p[4:8])[0]}
+            print(json.dumps({"goaway": goaway}), flush=True)
+            if hold and not forever:
+                for k in streams:
+                    send(frame(8, 0, k, struct.pack(">I", 1 << 20)))
+        elif t == 1 and st is not None:
+            if flags & 0x8:
+                p = p[1:len(p) - p[0]]
+            if flags & 0x20:
+                p = p[5:]
+            code = status_of(p)
+            if code is not None and code >= 200:
+                st["status"] = code
+            if hold and not told:
+                told = True
+                print(json.dumps({"headers": sid}), flush=True)
+            if flags & 1:
+                st["done"] = True
+        elif t == 0 and st is not None:
+            if flags & 0x8:
+                p = p[1:len(p) - p[0]]
+            st["body"] += p
+            if flags & 1:
+                st["done"] = True
+            elif n:
+                send(frame(8, 0, 0, struct.pack(">I", n)) + frame(8, 0, sid, struct.pack(">I", n)))
+        elif t == 3 and st is not None:
+            st["rst"] = struct.unpack(">I", p)[0]
+            st["done"] = True
+if hold and not closed:
+    s.settimeout(3)
+    try:
+        while True:
+            x = s.recv(65536)
+            if not x:
+                closed = True
+                break
+    except (socket.timeout, ConnectionError):
+        pass
+res = {}
+for sid, st in streams.items():
+    body = st["body"]
+    res[str(sid)] = {"status": st["status"], "rst": st["rst"], "sha256": hashlib.sha256(body).hexdigest(), "len": len(body),
+                     "body": body[:300].decode("utf-8", "replace")}
+l = s.getsockname()
+print(json.dumps({"streams": res, "goaway": goaway, "closed": closed, "local": "%s:%d" % (l[0], l[1])}))
 """

@@ -70,6 +70,7 @@ ECHO_PORT = 7000
 ECHO_PORT_DENIED = 7001
 UPGRADE_PORT = 8088  # servers.py: HTTP/1.1 that switches to an echo on `Upgrade: websocket`
 BANNER_PORT = 2525
+H2C_PORT = 8080  # nghttpd --no-tls on WEB_IP: an h2c origin, docroot world.path("h2c-www")
 BANNER = b"220 banner.test ESMTP egressd-integration\r\n"
 
 # rebind.test is served by servers.py's rebinding DNS (dnsmasq forwards it):
@@ -238,6 +239,7 @@ class World:
             self._start_nginx()
             self._start_dnsmasq()
             self._start_servers()
+            self._start_nghttpd()
             self._wait_servers_ready()
         except BaseException:
             self.stop()
@@ -446,6 +448,25 @@ http {{
             "--rebind-dns", addr(DNS_IP, REBIND_DNS_PORT), "--rebind", "%s=%s,%s" % (REBIND_NAME, WEB_IP, METADATA_IP),
             "--ready-file", self.path("servers.ready")])
 
+    def _start_nghttpd(self):
+        """An h2c origin (HTTP/2 with prior knowledge, no TLS). -v logs every
+        frame it receives (line-buffered), so tests can see which
+        :authority values reached it."""
+        os.makedirs(self.path("h2c-www"), exist_ok=True)
+        with open(self.path("h2c-www", "index.html"), "w") as f:
+            f.write("h2c origin\n")
+        self._popen("nghttpd", self.inet, ["stdbuf", "-oL", "nghttpd", "--no-tls", "-v", "--address=" + WEB_IP,
+                                           "-d", self.path("h2c-www"), str(H2C_PORT)])
+
+    def nghttpd_authorities(self):
+        """The :authority of every request nghttpd has received so far, in order."""
+        try:
+            with open(self.path("nghttpd.out"), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        return re.findall(r"recv \(stream_id=\d+\) :authority: (\S+)", text)
+
     def _listening(self, ns, port):
         out = self._ns(ns, "ss", "-Hltn", "sport = :%d" % port, check=False).stdout
         return bool(out.strip())
@@ -457,7 +478,8 @@ http {{
                 if p.poll() is not None:
                     raise RuntimeError("%s exited with %s at start-up:\n%s" % (name, p.returncode, self.tail(name + ".err")))
             if (os.path.exists(self.path("servers.ready")) and self._listening(self.inet, 443)
-                    and self._listening(self.inet, 80) and self._dns_ready()):
+                    and self._listening(self.inet, 80) and self._listening(self.inet, H2C_PORT)
+                    and self._dns_ready()):
                 return
             time.sleep(0.05)
         raise RuntimeError("servers not ready after %ss:\n%s\n%s" % (
