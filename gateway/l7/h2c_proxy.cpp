@@ -440,7 +440,9 @@ void H2cProxy::Impl::submit_upstream(Stream& s) {
   const auto nv = to_nv(s.request);
   nghttp2_data_provider provider{};
   provider.read_callback = &read_request;
-  const bool body = !s.request_end || !s.request_body.empty();
+  // A request that ended with trailers still needs the provider: it sends
+  // them (after an empty DATA when the body was empty).
+  const bool body = !s.request_end || !s.request_body.empty() || !s.request_trailers.empty();
   const std::int32_t id = nghttp2_submit_request(u.session, nullptr, nv.data(), nv.size(),
                                                  body ? &provider : nullptr, nullptr);
   if (id < 0) {

@@ -107,22 +107,32 @@ struct Client {
     const auto h = f.nv();
     return nghttp2_submit_request(session, nullptr, h.data(), h.size(), nullptr, this);
   }
-  std::int32_t post(const std::string& authority, std::string body) {
+  std::map<std::int32_t, bool> with_trailers;
+  std::int32_t post(const std::string& authority, std::string body, bool trailers = false) {
     Fields f{
         {{":method", "POST"}, {":scheme", "http"}, {":path", "/up"}, {":authority", authority}}};
     const auto h = f.nv();
     nghttp2_data_provider p{};
-    p.read_callback = [](nghttp2_session*, std::int32_t id, std::uint8_t* buf, std::size_t len,
+    p.read_callback = [](nghttp2_session* s, std::int32_t id, std::uint8_t* buf, std::size_t len,
                          std::uint32_t* flags, nghttp2_data_source*, void* u) -> ssize_t {
       std::string& left = static_cast<Client*>(u)->uploads[id];
       const std::size_t n = std::min(len, left.size());
       std::memcpy(buf, left.data(), n);
       left.erase(0, n);
-      if (left.empty()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (left.empty()) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (static_cast<Client*>(u)->with_trailers[id]) {
+          *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+          Fields t{{{"x-checksum", "abc"}}};
+          const auto tv = t.nv();
+          nghttp2_submit_trailer(s, id, tv.data(), tv.size());
+        }
+      }
       return static_cast<ssize_t>(n);
     };
     const std::int32_t id = nghttp2_submit_request(session, nullptr, h.data(), h.size(), &p, this);
     uploads[id] = std::move(body);
+    with_trailers[id] = trailers;
     return id;
   }
 };
@@ -137,6 +147,7 @@ struct Origin {
   std::map<std::int32_t, std::string> path;
   std::map<std::int32_t, std::string> sending;
   std::map<std::int32_t, std::uint32_t> reset;
+  std::map<std::int32_t, std::vector<std::string>> trailers;
   bool refuse = false;  // RST_STREAM(REFUSED_STREAM) every request
 
   Origin() {
@@ -148,6 +159,9 @@ struct Origin {
           auto* self = static_cast<Origin*>(u);
           if (str(n, nl) == ":authority") self->authority[f->hd.stream_id] = str(v, vl);
           if (str(n, nl) == ":path") self->path[f->hd.stream_id] = str(v, vl);
+          if (f->headers.cat == NGHTTP2_HCAT_HEADERS) {
+            self->trailers[f->hd.stream_id].push_back(str(n, nl) + ": " + str(v, vl));
+          }
           return 0;
         });
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
@@ -298,6 +312,22 @@ TEST(H2cProxy, ADeniedStreamIsAnsweredAloneAndTheOthersGoOn) {
   for (const auto& [id, n] : w.origin.received) uploaded += n;
   EXPECT_EQ(uploaded, 300'000U);
   EXPECT_LE(w.max_buffered, 2 * static_cast<std::size_t>(kH2cConnectionWindow));
+}
+
+TEST(H2cProxy, RequestTrailersReachTheOrigin) {
+  Wire w;
+  const auto with_body = w.client.post("allowed.test", std::string(1000, 't'), true);
+  const auto empty = w.client.post("allowed.test", "", true);
+  w.run();
+  EXPECT_EQ(w.client.answers[with_body].status, 200);
+  EXPECT_EQ(w.client.answers[empty].status, 200);
+  ASSERT_EQ(w.origin.trailers.size(), 2U);
+  for (const auto& [id, fields] : w.origin.trailers) {
+    EXPECT_EQ(fields, (std::vector<std::string>{"x-checksum: abc"}));
+  }
+  std::size_t uploaded = 0;
+  for (const auto& [id, n] : w.origin.received) uploaded += n;
+  EXPECT_EQ(uploaded, 1000U);
 }
 
 TEST(H2cProxy, AuthorityAndHostMustAgree) {
