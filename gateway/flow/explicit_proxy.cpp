@@ -469,7 +469,8 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
     req.version(11);
     {
       http::request_serializer<http::buffer_body> sr{req};
-      const auto ec = co_await l7::relay_message(client, in, request, sr, upstream,
+      const l7::PooledBuffer chunk(worker.buffers());
+      const auto ec = co_await l7::relay_message(client, in, request, sr, upstream, chunk.span(),
                                                  flow.control.bytes_up, flow.control);
       if (ec) {
         rec.close = flow.control.stop_reason ? stopped_reason() : log::CloseReason::reset;
@@ -513,8 +514,10 @@ awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const Listener
       if (switched) res.set(http::field::connection, "upgrade");
       if (!informational && !switched) res.keep_alive(keep_alive);
       http::response_serializer<http::buffer_body> sr{res};
-      const auto wec = co_await l7::relay_message(upstream, upstream_in, response, sr, client,
-                                                  flow.control.bytes_down, flow.control);
+      const l7::PooledBuffer chunk(worker.buffers());
+      const auto wec =
+          co_await l7::relay_message(upstream, upstream_in, response, sr, client, chunk.span(),
+                                     flow.control.bytes_down, flow.control);
       if (wec) {
         rec.close = flow.control.stop_reason ? stopped_reason() : log::CloseReason::reset;
         co_return;

@@ -159,6 +159,7 @@ awaitable<void> serve_http1_flow(Worker& worker, FlowScope& flow, const Listener
   flow.control.last_activity = std::chrono::steady_clock::now();
   l7::Http1Options options;
   options.idle = snapshot->timeouts.idle;
+  options.buffers = &worker.buffers();
   options.draining = worker.services().draining;
   l7::Http1Outcome served =
       co_await l7::serve_http1(client, in, upstream, judge, flow.control, options);

@@ -1,6 +1,6 @@
 #include "egressd/l7/http1.hpp"
 
-#include <array>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -55,10 +55,10 @@ std::vector<std::string> tokens_of(const http::fields& fields, http::field name)
 // The request's body forwarded to the upstream (its header is written).
 awaitable<boost::system::error_code> send_request_body(
     tcp::socket& client, beast::flat_buffer& in, http::request_parser<http::buffer_body>& request,
-    http::request_serializer<http::buffer_body>& sr, tcp::socket& upstream,
+    http::request_serializer<http::buffer_body>& sr, tcp::socket& upstream, std::span<char> chunk,
     relay::RelayControl& control) {
-  if (sr.is_done()) co_return boost::system::error_code{};
-  co_return co_await relay_message(client, in, request, sr, upstream, control.bytes_up, control);
+  co_return co_await relay_message(client, in, request, sr, upstream, chunk, control.bytes_up,
+                                   control);
 }
 
 // What reading the responses to one request gave.
@@ -75,7 +75,7 @@ struct Responded {
 awaitable<Responded> forward_responses(tcp::socket& upstream, beast::flat_buffer& upstream_in,
                                        tcp::socket& client, bool head_request,
                                        bool client_keep_alive, bool upgrade_asked,
-                                       relay::RelayControl& control,
+                                       std::span<char> chunk, relay::RelayControl& control,
                                        const std::atomic<bool>* draining) {
   Responded out;
   for (;;) {
@@ -99,7 +99,7 @@ awaitable<Responded> forward_responses(tcp::socket& upstream, beast::flat_buffer
     // Only a drain changes a response: it says the connection ends.
     if (drain && !informational && !out.switched && res.keep_alive()) res.keep_alive(false);
     http::response_serializer<http::buffer_body> sr{res};
-    const auto wec = co_await relay_message(upstream, upstream_in, response, sr, client,
+    const auto wec = co_await relay_message(upstream, upstream_in, response, sr, client, chunk,
                                             control.bytes_down, control);
     out.sent_anything = true;
     if (wec) {
@@ -159,9 +159,8 @@ awaitable<HeadRead> read_request_head(tcp::socket& client, beast::flat_buffer& i
 template <bool IsRequest>
 awaitable<boost::system::error_code> relay_message(
     tcp::socket& from, beast::flat_buffer& from_buf, http::parser<IsRequest, http::buffer_body>& p,
-    http::serializer<IsRequest, http::buffer_body>& sr, tcp::socket& to, std::uint64_t& moved,
-    relay::RelayControl& control) {
-  std::array<char, kHttp1BodyChunk> chunk{};
+    http::serializer<IsRequest, http::buffer_body>& sr, tcp::socket& to, std::span<char> chunk,
+    std::uint64_t& moved, relay::RelayControl& control) {
   do {
     if (!p.is_done()) {
       p.get().body().data = chunk.data();
@@ -190,10 +189,11 @@ awaitable<boost::system::error_code> relay_message(
 
 template awaitable<boost::system::error_code> relay_message<true>(
     tcp::socket&, beast::flat_buffer&, http::parser<true, http::buffer_body>&,
-    http::serializer<true, http::buffer_body>&, tcp::socket&, std::uint64_t&, relay::RelayControl&);
+    http::serializer<true, http::buffer_body>&, tcp::socket&, std::span<char>, std::uint64_t&,
+    relay::RelayControl&);
 template awaitable<boost::system::error_code> relay_message<false>(
     tcp::socket&, beast::flat_buffer&, http::parser<false, http::buffer_body>&,
-    http::serializer<false, http::buffer_body>&, tcp::socket&, std::uint64_t&,
+    http::serializer<false, http::buffer_body>&, tcp::socket&, std::span<char>, std::uint64_t&,
     relay::RelayControl&);
 
 void remove_hop_by_hop(http::fields& fields, bool keep_upgrade) {
@@ -304,10 +304,13 @@ awaitable<Http1Outcome> serve_http1(tcp::socket& client, beast::flat_buffer& in,
 
     // The head, then the body and the responses side by side: a client
     // that sent `Expect: 100-continue` waits for the 100 before its body.
+    // A request without a body (most) is its head: no side by side.
+    // Buffers come from the worker's pool for this request only.
+    const bool has_body = !request.is_done();
     http::request_serializer<http::buffer_body> sr{req};
     req.body().data = nullptr;
     req.body().size = 0;
-    req.body().more = !request.is_done();
+    req.body().more = has_body;
     {
       auto [ec, n] = co_await http::async_write_header(*upstream, sr, kNoThrow);
       control.bytes_up += n;
@@ -317,10 +320,20 @@ awaitable<Http1Outcome> serve_http1(tcp::socket& client, beast::flat_buffer& in,
       }
     }
     ++out.requests;
-    auto [body_ec, responded] = co_await (
-        send_request_body(client, in, request, sr, *upstream, control) &&
-        forward_responses(*upstream, upstream_in, client, head_request, read.head.keep_alive,
-                          upgrade_asked, control, options.draining));
+    const PooledBuffer down(*options.buffers);
+    boost::system::error_code body_ec;
+    Responded responded;
+    if (has_body) {
+      const PooledBuffer up(*options.buffers);
+      std::tie(body_ec, responded) = co_await (
+          send_request_body(client, in, request, sr, *upstream, up.span(), control) &&
+          forward_responses(*upstream, upstream_in, client, head_request, read.head.keep_alive,
+                            upgrade_asked, down.span(), control, options.draining));
+    } else {
+      responded = co_await forward_responses(*upstream, upstream_in, client, head_request,
+                                             read.head.keep_alive, upgrade_asked, down.span(),
+                                             control, options.draining);
+    }
     if (control.stop_reason) {
       out.end = Http1Outcome::End::stopped;
       co_return out;

@@ -68,8 +68,8 @@ def banner(text):
 
 def upgrade_server(conn):
     """HTTP/1.1 keep-alive: a request with `Upgrade: websocket` gets a 101
-    and the connection becomes an echo; any other gets a 200 naming its
-    Host."""
+    and the connection becomes an echo; GET /raw gets its own head back as
+    the body; any other gets a 200 naming its Host."""
     try:
         buf = b""
         while True:
@@ -89,7 +89,10 @@ def upgrade_server(conn):
                              b"Connection: Upgrade\r\n\r\n" + buf)
                 echo(conn)
                 return
-            body = ("upgrade-server host=%s\n" % fields.get("host", "")).encode()
+            if lines[0].split(" ")[1:2] == ["/raw"]:
+                body = head + b"\r\n\r\n"  # the request head exactly as it arrived
+            else:
+                body = ("upgrade-server host=%s\n" % fields.get("host", "")).encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     except OSError:
         pass

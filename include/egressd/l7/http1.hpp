@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -27,9 +29,6 @@
 #include "egressd/sniff/http1_head.hpp"
 
 namespace egressd::l7 {
-
-// Body bytes moved per read/write: the most a connection holds in flight.
-inline constexpr std::size_t kHttp1BodyChunk = 16 * 1024;
 
 // What reading one request head gave.
 struct HeadRead {
@@ -47,17 +46,36 @@ boost::asio::awaitable<HeadRead> read_request_head(boost::asio::ip::tcp::socket&
                                                    std::chrono::milliseconds timeout,
                                                    relay::RelayControl& control);
 
+// A body buffer from a worker's pool for the length of one message (or
+// one request and its response), given back on scope exit.
+class PooledBuffer {
+ public:
+  explicit PooledBuffer(relay::BufferPool& pool) : pool_(pool), buffer_(pool.acquire()) {}
+  PooledBuffer(const PooledBuffer&) = delete;
+  PooledBuffer& operator=(const PooledBuffer&) = delete;
+  ~PooledBuffer() { pool_.release(std::move(buffer_)); }
+  [[nodiscard]] std::span<char> span() const noexcept {
+    return {reinterpret_cast<char*>(buffer_.get()), pool_.buffer_size()};
+  }
+
+ private:
+  relay::BufferPool& pool_;
+  std::unique_ptr<std::byte[]> buffer_;
+};
+
 // One HTTP message from `from` to `to`: the parser `p` (its header already
 // read, or not) is driven to the message's end, the serializer `sr` (made
 // from p.get(), its header possibly already written) sends it on, body in
-// chunks of kHttp1BodyChunk; chunked framing is re-applied by the
+// pieces of at most `chunk` (the caller's buffer, e.g. from the worker's
+// pool: no per-message allocation); chunked framing is re-applied by the
 // serializer. `moved` counts bytes written.
 template <bool IsRequest>
 boost::asio::awaitable<boost::system::error_code> relay_message(
     boost::asio::ip::tcp::socket& from, boost::beast::flat_buffer& from_buf,
     boost::beast::http::parser<IsRequest, boost::beast::http::buffer_body>& p,
     boost::beast::http::serializer<IsRequest, boost::beast::http::buffer_body>& sr,
-    boost::asio::ip::tcp::socket& to, std::uint64_t& moved, relay::RelayControl& control);
+    boost::asio::ip::tcp::socket& to, std::span<char> chunk, std::uint64_t& moved,
+    relay::RelayControl& control);
 
 // Proxy semantics (explicit listeners): the hop-by-hop fields of RFC 9110
 // §7.6.1, those named in Connection, and every Proxy-* field are removed;
@@ -85,6 +103,9 @@ using Http1Judge =
 
 struct Http1Options {
   std::chrono::milliseconds idle{60'000};  // waiting for the next request head
+  // Body buffers, taken for the length of one request and its response
+  // (an idle kept-alive connection holds none). Required.
+  relay::BufferPool* buffers = nullptr;
   // Set once a drain starts: the next response says `Connection: close`
   // and the connection ends after it. nullptr = never.
   const std::atomic<bool>* draining = nullptr;
