@@ -410,6 +410,38 @@ class H2cDrainDeadlineTest(harness.GatewayTest):
         self.assertRecord(rec, proto="h2c", decision="allow", rule="h2c-web", close="drained")
 
 
+def h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_literal(name, value):
+    """An HPACK literal field without indexing, no Huffman (RFC 7541 §6.2.2)."""
+    return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+
+class H2cIdleTest(harness.GatewayTest):
+    """timeouts.idle applies to an h2c connection as a whole: one that
+    carried a stream and then stays silent is closed `idle_timeout`."""
+
+    rules = H2C_RULES
+    config_overrides = {"timeouts": {"sniff": "2s", "connect": "2s", "idle": "2s", "drain_delay": "1s",
+                                     "drain": "3s"}}
+
+    def test_a_silent_connection_is_closed_after_idle(self):
+        head = (h2_literal(":method", "GET") + h2_literal(":scheme", "http") + h2_literal(":path", "/") +
+                h2_literal(":authority", h2c_authority("allowed.test")))
+        first = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) + h2_frame(1, 5, 1, head)
+        r = self.world.client("raw", "--dst", A(W.WEB_IP, W.H2C_PORT), "--send-hex", first.hex(),
+                              "--read-timeout", "10")
+        self.assertIn(r["closed"], ("eof", "reset"), r)
+        self.assertGreater(r["elapsed_ms"], 1500, r)
+        self.assertLess(r["elapsed_ms"], 6000, r)
+        self.assertIn("h2c origin", r["recv"])
+        rec = self.flow(src=r["local"])
+        self.assertRecord(rec, proto="h2c", host="allowed.test", decision="allow", rule="h2c-web",
+                          close="idle_timeout")
+
+
 # A minimal HTTP/2 client (RFC 9113, HPACK RFC 7541) run in the pod, because
 # nghttp and curl open one connection per authority: one connection, every
 # request on its own stream at once. Requests are JSON objects (authority,
