@@ -340,6 +340,7 @@ awaitable<void> serve_h2c_flow(Worker& worker, FlowScope& flow, const ListenerIn
     if (!opened) {
       // The `open` record: a long h2c connection still leaves a trace.
       opened = true;
+      flow.active().admitted = true;  // policy.revoke_on_reload judges its names again
       rec.upstream = to;
       log::FlowRecord open = rec;
       open.event = log::Event::open;

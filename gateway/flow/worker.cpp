@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -218,13 +219,29 @@ void Worker::revoke(std::shared_ptr<const Snapshot> s) {
           !f.decided_at_once ||
           s->policy->name_can_matter(r.listener, r.src.ip, r.dst->port, r.source_pod.get());
       facts.proto = named ? r.proto : Proto::tcp;
-      if (named && r.host) facts.name = *r.host;
       facts.tls_without_sni = facts.proto == Proto::tls && !r.host;
       facts.ech = r.ech.value_or(false);
       facts.identity = r.source_pod.get();
       facts.today = today;
-      const policy::Outcome o = decide(*this, *s->policy, facts, nullptr);
-      if (o.needs_lookup || o.verdict.decision != policy::Decision::deny) continue;
+      // A kept-alive HTTP/1 or h2c connection carried every name in
+      // `hosts`; any of them the new policy denies ends it (its requests
+      // in flight may be for any of them).
+      std::optional<policy::Outcome> denied;
+      const auto judge = [&](std::optional<std::string_view> name) {
+        facts.name = name;
+        policy::Outcome o = decide(*this, *s->policy, facts, nullptr);
+        if (!o.needs_lookup && o.verdict.decision == policy::Decision::deny) denied = std::move(o);
+      };
+      if (named && r.hosts.size() > 1) {
+        for (const std::string& name : r.hosts) {
+          judge(name);
+          if (denied) break;
+        }
+      } else {
+        judge(named && r.host ? std::optional<std::string_view>(*r.host) : std::nullopt);
+      }
+      if (!denied) continue;
+      const policy::Outcome& o = *denied;
       f.record->decision = log::Decision::deny;
       f.record->rule = std::string(o.verdict.rule);
       f.record->reason = "revoked by a reload: " + o.verdict.reason;

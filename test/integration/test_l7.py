@@ -410,6 +410,41 @@ class H2cDrainDeadlineTest(harness.GatewayTest):
         self.assertRecord(rec, proto="h2c", decision="allow", rule="h2c-web", close="drained")
 
 
+class H2cRevokeTest(harness.GatewayTest):
+    """policy.revoke_on_reload: an h2c connection with a stream in flight to
+    a name the new policy denies is closed `revoked`, naming the rule."""
+
+    rules = H2C_RULES
+    config_overrides = {"policy": {"revoke_on_reload": True}}
+
+    def test_a_reload_that_denies_the_name_closes_the_connection(self):
+        with open(self.world.path("h2c-www", "revoked.bin"), "wb") as f:
+            f.write(os.urandom(512 * 1024))
+        req = {"authority": h2c_authority("allowed.test"), "path": "/revoked.bin"}
+        p = self.world.pod_popen([W.PYTHON, "-c", H2_CLIENT, A(W.WEB_IP, W.H2C_PORT), "--hold-forever",
+                                  json.dumps(req)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = p.stdout.readline().decode()
+            self.assertIn("headers", line, p.stderr.read() if not line else line)
+            cfg = json.loads(json.dumps(self.gw.config))
+            cfg["policy"]["rules"].insert(0, {"name": "no-more-allowed", "action": "deny",
+                                              "to": [{"host": "allowed.test", "ports": [W.H2C_PORT]}]})
+            tmp = self.gw.config_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(cfg, f)
+            os.rename(tmp, self.gw.config_path)
+            out, err = p.communicate(timeout=15)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        r = json.loads(out.decode().strip().splitlines()[-1])
+        self.assertTrue(r["closed"], r)
+        rec = self.flow(src=r["local"])
+        self.assertRecord(rec, proto="h2c", decision="deny", rule="no-more-allowed", close="revoked")
+        self.assertTrue(rec["reason"].startswith("revoked by a reload"), rec)
+
+
 def h2_frame(kind, flags, stream, payload=b""):
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
 
