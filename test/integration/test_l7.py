@@ -161,6 +161,17 @@ class Http1PerRequestTest(harness.GatewayTest):
         self.assertEqual([x.get("status") for x in r["responses"]], [200, 403], r)
         self.assertEqual(r["responses"][0]["body"], "upgrade-server host=ws.test\n")
 
+    def test_requests_reach_the_origin_unchanged(self):
+        """No header reordered, renamed or re-cased, duplicates kept; the
+        origin (servers.py, GET /raw) answers with the head it received."""
+        head = (b"GET /raw HTTP/1.1\r\nhost: ws.test\r\nX-MiXed-Case: a  b\r\nAccept: */*\r\n"
+                b"x-dup: 1\r\nX-Dup: 2\r\nConnection: keep-alive\r\n\r\n")
+        r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.UPGRADE_PORT), "--send-hex", (head + head).hex(),
+                              "--shut-wr", "--read-timeout", "3")
+        got = r["recv"].encode("latin-1")
+        self.assertEqual(got.count(b"200 OK"), 2, got)
+        self.assertEqual(got.count(head), 2, "both requests arrived byte for byte: %r" % got)
+
     def test_h2c_upgrade_is_served_over_http1(self):
         r = self.seq("GET|allowed.test|/|Upgrade: h2c;;HTTP2-Settings: AAMAAABkAAQAAP__;;"
                      "Connection: Upgrade, HTTP2-Settings", "GET|allowed.test|/")
