@@ -1,5 +1,6 @@
 #include "egressd/l7/http1.hpp"
 
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -161,29 +162,61 @@ awaitable<boost::system::error_code> relay_message(
     tcp::socket& from, beast::flat_buffer& from_buf, http::parser<IsRequest, http::buffer_body>& p,
     http::serializer<IsRequest, http::buffer_body>& sr, tcp::socket& to, std::span<char> chunk,
     std::uint64_t& moved, relay::RelayControl& control) {
-  do {
-    if (!p.is_done()) {
-      p.get().body().data = chunk.data();
-      p.get().body().size = chunk.size();
-      auto [ec, n] = co_await http::async_read(from, from_buf, p, kNoThrow);
-      if (ec == http::error::need_buffer) ec = {};
-      if (ec) co_return ec;
-      p.get().body().size = chunk.size() - p.get().body().size;
-      p.get().body().data = chunk.data();
-      p.get().body().more = !p.is_done();
-    } else {
-      // Done reading: no more body (buffer_body's `more` defaults to true,
-      // which would hold the head back waiting for a body).
-      p.get().body().data = nullptr;
-      p.get().body().size = 0;
-      p.get().body().more = false;
-    }
+  auto& body = p.get().body();
+  // The head goes first, before any body is read: Beast adds a chunked
+  // body's trailer fields to the message, and a head written later would
+  // carry them as header fields.
+  if (!sr.is_header_done()) {
+    body.data = nullptr;
+    body.size = 0;
+    body.more = !p.is_done();
+    auto [ec, n] = co_await http::async_write_header(to, sr, kNoThrow);
+    moved += n;
+    if (ec) co_return ec;
+  }
+  // A chunked body's last chunk and trailers are written here, not by the
+  // serializer, which would end it without the trailers.
+  const bool chunked = p.chunked();
+  const auto fields_in_head =
+      static_cast<std::size_t>(std::distance(p.get().begin(), p.get().end()));
+  while (!p.is_done()) {
+    body.data = chunk.data();
+    body.size = chunk.size();
+    auto [ec, n] = co_await http::async_read(from, from_buf, p, kNoThrow);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) co_return ec;
+    body.size = chunk.size() - body.size;
+    body.data = chunk.data();
+    body.more = chunked || !p.is_done();
+    if (body.size == 0 && body.more) continue;
     auto [wec, wn] = co_await http::async_write(to, sr, kNoThrow);
     moved += wn;
     control.last_activity = std::chrono::steady_clock::now();
     if (wec == http::error::need_buffer) wec = {};
     if (wec) co_return wec;
-  } while (!p.is_done() || !sr.is_done());
+  }
+  if (chunked) {
+    std::string last = "0\r\n";
+    std::size_t i = 0;
+    for (const auto& f : p.get()) {
+      if (i++ < fields_in_head) continue;
+      last.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
+    }
+    last += "\r\n";
+    auto [wec, wn] = co_await asio::async_write(to, asio::buffer(last), kNoThrow);
+    moved += wn;
+    if (wec) co_return wec;
+  } else if (!sr.is_done()) {
+    // A message without a body (or its end): let the serializer finish it.
+    body.data = nullptr;
+    body.size = 0;
+    body.more = false;
+    auto [wec, wn] = co_await http::async_write(to, sr, kNoThrow);
+    moved += wn;
+    if (wec == http::error::need_buffer) wec = {};
+    if (wec) co_return wec;
+  }
+  control.last_activity = std::chrono::steady_clock::now();
   co_return boost::system::error_code{};
 }
 

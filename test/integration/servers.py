@@ -90,7 +90,28 @@ def upgrade_server(conn):
                 echo(conn)
                 return
             if lines[0].split(" ")[1:2] == ["/raw"]:
-                body = head + b"\r\n\r\n"  # the request head exactly as it arrived
+                # The request exactly as it arrived: its head, and a chunked
+                # body with its chunk lines and trailers.
+                raw = head + b"\r\n\r\n"
+                if fields.get("transfer-encoding", "").lower() == "chunked":
+                    while True:
+                        while b"\r\n" not in buf:
+                            buf += conn.recv(65536)
+                        size_line, _, buf = buf.partition(b"\r\n")
+                        raw += size_line + b"\r\n"
+                        size = int(size_line.split(b";")[0], 16)
+                        if size == 0:
+                            while b"\r\n\r\n" not in b"\r\n" + buf:
+                                buf += conn.recv(65536)
+                            end = (b"\r\n" + buf).index(b"\r\n\r\n") + 2
+                            raw += buf[:end]
+                            buf = buf[end:]
+                            break
+                        while len(buf) < size + 2:
+                            buf += conn.recv(65536)
+                        raw += buf[:size + 2]
+                        buf = buf[size + 2:]
+                body = raw
             else:
                 body = ("upgrade-server host=%s\n" % fields.get("host", "")).encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)

@@ -172,6 +172,27 @@ class Http1PerRequestTest(harness.GatewayTest):
         self.assertEqual(got.count(b"200 OK"), 2, got)
         self.assertEqual(got.count(head), 2, "both requests arrived byte for byte: %r" % got)
 
+    def test_chunked_request_keeps_its_trailers(self):
+        """A chunked body is re-chunked on the way, but its trailer fields
+        arrive; the data too."""
+        head = b"POST /raw HTTP/1.1\r\nHost: ws.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        body = b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n"
+        r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.UPGRADE_PORT), "--send-hex", (head + body).hex(),
+                              "--shut-wr", "--read-timeout", "3")
+        got = r["recv"].encode("latin-1")
+        self.assertIn(head, got)
+        self.assertTrue(got.endswith(b"0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n"), got)
+        data = got[got.index(head) + len(head):]
+        chunks, rest = b"", data
+        while True:
+            size_line, _, rest = rest.partition(b"\r\n")
+            n = int(size_line, 16)
+            if n == 0:
+                break
+            chunks += rest[:n]
+            rest = rest[n + 2:]
+        self.assertEqual(chunks, b"hello world")
+
     def test_h2c_upgrade_is_served_over_http1(self):
         r = self.seq("GET|allowed.test|/|Upgrade: h2c;;HTTP2-Settings: AAMAAABkAAQAAP__;;"
                      "Connection: Upgrade, HTTP2-Settings", "GET|allowed.test|/")
