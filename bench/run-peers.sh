@@ -2,12 +2,15 @@
 # Side-by-side run of egressd against HAProxy and nginx (and "direct", the
 # no-proxy reference) with the peers harness copied in bench/peers/.
 #
-#   bench/run-peers.sh [--egressd PATH] [harness options, e.g. --quick]
+#   bench/run-peers.sh [--egressd PATH] [--tag NAME] [harness options, e.g. --quick]
 #
 # Builds a private network world, runs bench/peers/run.sh inside it and
 # removes it again (trap), then leaves table.md and results.json under
 # bench/results/<date>[-quick]/. Needs root, the tools of bench/peers/setup.sh,
-# iptables and dnsmasq. CONTESTANTS="haproxy nginx egressd" by default; the
+# iptables and dnsmasq; --tag NAME writes to bench/results/<date>-NAME instead
+# (a second run on the same day keeps the first). CONTESTANTS="haproxy nginx
+# egressd" by default; egressd-opaque is egressd with plain HTTP relayed as
+# opaque bytes (the reference of the `http` workload, see bench/README.md); the
 # others: squid and egressd-explicit (CONNECT proxies), egressd-agent (node
 # agent -> central egressd, two hops), e.g.
 #   CONTESTANTS="squid egressd-explicit egressd-agent egressd" bench/run-peers.sh
@@ -15,13 +18,14 @@
 # World (addresses only from 198.18.0.0/15, the benchmarking range):
 #
 #   netns egb-h-<pid> (harness)                 netns egb-b-<pid> (origin)
-#   clients, harness, contestants               nginx https :9443, iperf3 :5201,
+#   clients, harness, contestants               nginx https :9443, http :9080,
+#                                               iperf3 :5201,
 #   lo: 127.0.0.1 (proxy listeners)             dnsmasq :53 (allowed.test names
 #   veth-h 198.18.99.1/24  <--- veth pair --->  veth-b 198.18.99.2/24  -> .2)
 #
 # Every contestant uses that path: client -> [proxy on lo ->] veth -> origin.
 # egressd is transparent: during its turns only, the harness adds
-#   iptables -t nat -A OUTPUT -d 198.18.99.2 -p tcp --dports 9443,5201
+#   iptables -t nat -A OUTPUT -d 198.18.99.2 -p tcp --dports 9443,5201,9080
 #            -m mark ! --mark 0x1 -j REDIRECT --to-ports <listener>
 # so clients' connections to the origin land on its redirect listener, while
 # its own upstream sockets (upstream.mark: 1) go out unchanged. egressd's
@@ -34,12 +38,15 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 
 egressd=""
+tag=""
 args=()
 while (($#)); do
   case "$1" in
     --egressd) egressd="$2"; shift 2 ;;
     --egressd=*) egressd="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --tag) tag="-$2"; shift 2 ;;
+    --tag=*) tag="-${1#*=}"; shift ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -61,7 +68,7 @@ if [ "$(id -u)" != 0 ]; then echo "run as root (network namespaces, iptables)" >
 
 quick=""
 for a in "${args[@]+"${args[@]}"}"; do [ "$a" = "--quick" ] && quick="-quick"; done
-out="$here/results/$(date -u +%Y-%m-%d)$quick"
+out="$here/results/$(date -u +%Y-%m-%d)$quick$tag"
 read -r -a contestants <<<"${CONTESTANTS:-haproxy nginx egressd}"
 
 hns="egb-h-$$"

@@ -32,6 +32,9 @@ BACKEND_IP = os.environ.get("PEERS_BACKEND_IP", "127.0.0.2")
 BACKEND_NETNS = os.environ.get("PEERS_BACKEND_NETNS", "")
 BACKEND_TLS_PORT = 9443
 BACKEND_TCP_PORT = 5201
+# egressd copy: the origin also serves plain HTTP/1.1 (the `http` workload)
+BACKEND_HTTP_PORT = 9080
+HOST_OK = "allowed.test"   # the Host every `http` request carries
 LG_CPU = "0"      # load generators + backends
 PROXY_CPU = "1"   # contestant under test
 SNI_OK = "www.allowed.test"
@@ -43,7 +46,7 @@ FULL = dict(reps=3, iperf_s=4, bulk_mb=1024, wrk_s=5, conns=50, curl_n=3000,
 QUICK = dict(reps=1, iperf_s=2, bulk_mb=512, wrk_s=2, conns=50, curl_n=1000,
              connlat_n=60, deny_n=5, idle_n=1500)
 WORKLOADS = ["iperf", "bulk", "newconn", "newconn_curl", "connlat", "keepalive",
-             "deny", "idle"]
+             "http", "deny", "idle"]
 # which modes each workload supports
 SUPPORT = {
     "iperf": {"direct", "sni"},           # needs TCP_LISTEN as well
@@ -52,6 +55,7 @@ SUPPORT = {
     "newconn_curl": {"direct", "sni", "connect"},
     "connlat": {"direct", "sni", "connect"},
     "keepalive": {"direct", "sni"},
+    "http": {"direct", "sni"},            # egressd copy; needs HTTP_LISTEN
     "deny": {"direct", "sni", "connect"},
     "idle": {"sni", "connect"},
 }
@@ -224,6 +228,8 @@ class Bench:
             "BACKEND_TLS_PORT": BACKEND_TLS_PORT, "BACKEND_TCP_PORT": BACKEND_TCP_PORT,
             "BACKEND_TLS": f"{BACKEND_IP}:{BACKEND_TLS_PORT}",
             "BACKEND_TCP": f"{BACKEND_IP}:{BACKEND_TCP_PORT}",
+            "BACKEND_HTTP_PORT": BACKEND_HTTP_PORT,
+            "BACKEND_HTTP": f"{BACKEND_IP}:{BACKEND_HTTP_PORT}",
         }
         # egressd copy: PEERS_* environment variables are available to
         # contestant.env and rendered files as ${PEERS_...}
@@ -275,10 +281,12 @@ class Bench:
                           LG_CPU, f"{r}/backend-iperf3.log")
         self.procs.append(self.iperf)
         for addr, pr in ((self.base["BACKEND_TLS"], self.backend),
+                         (self.base["BACKEND_HTTP"], self.backend),
                          (self.base["BACKEND_TCP"], self.iperf)):
             if not wait_port(addr):
                 sys.exit(f"backend {pr.name} did not come up on {addr}:\n{pr.tail()}")
-        log(f"backends up: nginx https {self.base['BACKEND_TLS']} (pid {self.backend.pid}), "
+        log(f"backends up: nginx https {self.base['BACKEND_TLS']} http {self.base['BACKEND_HTTP']} "
+            f"(pid {self.backend.pid}), "
             f"iperf3 {self.base['BACKEND_TCP']} (pid {self.iperf.pid}), cpu {LG_CPU}")
 
     def turn(self, c, on):
@@ -303,7 +311,7 @@ class Bench:
         os.makedirs(c.cdir, exist_ok=True)
         os.chmod(c.cdir, 0o777)   # e.g. squid drops to user 'proxy'
         v = c.vars(self.base)
-        for k in ("TLS_LISTEN", "TCP_LISTEN", "CONNECT_LISTEN"):
+        for k in ("TLS_LISTEN", "TCP_LISTEN", "CONNECT_LISTEN", "HTTP_LISTEN"):
             v[k] = c.listen(k, self.base)
         c.v = v
         for t in c.env.get("RENDER", "").split():
@@ -325,7 +333,8 @@ class Bench:
             c.rss_start_kb = procstat.rss_kb(procstat.tree(c.pid))
             c.rss_start_parts = {n: procstat.rss_kb(p) for n, p in self.part_pids(c).items()}
             log(f"[{c.name}] up pid {c.pid} cpu {PROXY_CPU}, listeners "
-                + ", ".join(f"{k}={v[k]}" for k in ("TLS_LISTEN", "TCP_LISTEN", "CONNECT_LISTEN") if v[k])
+                + ", ".join(f"{k}={v[k]}" for k in ("TLS_LISTEN", "TCP_LISTEN", "CONNECT_LISTEN", "HTTP_LISTEN")
+                           if v[k])
                 + f", RSS {c.rss_start_kb} kB")
 
     def launch(self, c):
@@ -433,6 +442,41 @@ class Bench:
 
     def w_keepalive(self, c):
         m = self.wrk(c, self.p["wrk_s"], False, "keepalive")
+        if "rps" not in m:
+            return m, None
+        return m, ("req", m["requests"])
+
+    def w_http(self, c):
+        """egressd copy: plaintext HTTP/1.1 keep-alive, every request's Host
+        inspected by the proxy (egressd: a `host` rule on the port; HAProxy:
+        mode http + Host ACL; nginx: http proxy + map on $host). Same shape as
+        `keepalive` (wrk -t1, c conns, small requests) but to HTTP_LISTEN with
+        `Host: allowed.test`. Before the load, one request with Host
+        allowed.test must get 200 and one with Host denied.test must not
+        (inside the measured interval, but 2 requests against ~10^5)."""
+        addr = c.v.get("HTTP_LISTEN")
+        if not addr:
+            return None
+        url = f"http://{addr}/small"
+        ok = {}
+        for host in (HOST_OK, "denied.test"):
+            cp = sh(pinned(["curl", "-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                            "-H", f"Host: {host}", url]), 10)
+            ok[host] = cp.stdout.strip() or "000"
+        seconds = self.p["wrk_s"]
+        cp = sh(pinned(["wrk", "-t1", f"-c{self.p['conns']}", f"-d{seconds}s", "--latency",
+                        "--timeout", "5s", "-H", f"Host: {HOST_OK}", url]), seconds + 30)
+        self.raw(c, "http", json.dumps(ok) + "\n" + cp.stdout + cp.stderr)
+        m = parse_wrk(cp.stdout)
+        codes = f"{HOST_OK} {ok[HOST_OK]}, denied.test {ok['denied.test']}"
+        # HTTP_INSPECTS=no in contestant.env: a contestant that relays this
+        # port as opaque bytes on purpose (the cost-of-inspection reference)
+        if c.mode == "direct" or c.env.get("HTTP_INSPECTS", "yes") == "no":
+            m["host_check"] = f"not inspected ({codes})"
+        elif ok[HOST_OK] == "200" and ok["denied.test"] != "200":
+            m["host_check"] = f"yes ({codes})"
+        else:
+            m["host_check"] = f"NO ({codes})"
         if "rps" not in m:
             return m, None
         return m, ("req", m["requests"])
@@ -718,6 +762,7 @@ def brief(wl, m):
     keys = {"iperf": ["gbps"], "bulk": ["mbps"], "newconn": ["conn_s", "p50_ms", "p99_ms", "sock_errors"],
             "newconn_curl": ["conn_s", "p50_ms", "p99_ms", "failed"], "connlat": ["p50_ms", "p99_ms", "failed"],
             "keepalive": ["rps", "p50_ms", "p99_ms", "sock_errors"],
+            "http": ["rps", "p50_ms", "p99_ms", "sock_errors", "non2xx", "host_check"],
             "deny": ["policy_ok", "wrong", "reject_ms"], "idle": ["n_ok", "n_failed", "kb_per_conn", "fds_per_conn"]}
     s = " ".join(f"{k}={f(m.get(k), 2)}" for k in keys[wl])
     for k in ("proxy_cpu_pct", "cpu0_busy", "cpu1_busy", "noise_pct"):
@@ -829,6 +874,22 @@ def tables(bench, agg):
         out.append(f"| {c} | {busy(c, 'iperf')} | {busy(c, 'bulk')} | {busy(c, 'newconn')} | "
                    f"{busy(c, 'newconn_curl')} | {busy(c, 'keepalive')} |")
     out.append("")
+    # egressd copy: the plaintext HTTP/1.1 workload, Host checked per request
+    if any(g(c, "http", "rps") is not None for c in names):
+        out.append(f"Plaintext HTTP/1.1 keep-alive, Host inspected on every request (wrk -t1 c={p['conns']}, "
+                   f"Host: {HOST_OK}, GET /small 1 KiB); proxy CPU from schedstat as above; "
+                   "Host check: allowed.test -> 200, denied.test -> refused\n")
+        out.append("| contestant | req/s | p50 / p99 ms | proxy CPU us/req | CPU0 / CPU1 busy % | Host check | "
+                   "errors (socket / non-2xx) |")
+        out.append("|---|---|---|---|---|---|---|")
+        for c in names:
+            if g(c, "http", "rps") is None:
+                continue
+            hc_s = g(c, "http", "host_check") or "-"
+            out.append(f"| {c} | {cell(c, 'http', 'rps', 0)} | {pp(c, 'http')} | "
+                       f"{'-' if c == 'direct' else cost(c, 'http', 'proxy_us_per_req', 1)} | {busy(c, 'http')} | "
+                       f"{hc_s} | {f(g(c, 'http', 'sock_errors'), 0)} / {f(g(c, 'http', 'non2xx'), 0)} |")
+        out.append("")
     out.append(f"Policy and memory (idle: {p['idle_n']} connections on a freshly started proxy, each sent a "
                f"full ClientHello for {SNI_OK} and got the ServerHello back, then sit idle)\n")
     out.append("| contestant | allow-list behaves | accepted | RSS at start MiB | idle conns ok | "
@@ -888,7 +949,8 @@ def write_results(bench, agg, table):
             c.name: {"label": c.label, "mode": c.mode, "failed": c.failed,
                      "rss_start_kb": c.rss_start_kb,
                      "parts": c.parts, "rss_start_parts_kb": c.rss_start_parts,
-                     "listen": {k: c.v.get(k) for k in ("TLS_LISTEN", "TCP_LISTEN", "CONNECT_LISTEN")}
+                     "listen": {k: c.v.get(k) for k in ("TLS_LISTEN", "TCP_LISTEN", "CONNECT_LISTEN",
+                                                        "HTTP_LISTEN")}
                      if hasattr(c, "v") else {}} for c in bench.cs},
         "cpu_pinning": {"load_generator_and_backends": LG_CPU, "proxy": PROXY_CPU},
         "proxy_cpu_busy_before_load_pct": getattr(bench, "idle_busy", None),
