@@ -163,10 +163,11 @@ awaitable<boost::system::error_code> relay_message(
     http::serializer<IsRequest, http::buffer_body>& sr, tcp::socket& to, std::span<char> chunk,
     std::uint64_t& moved, relay::RelayControl& control) {
   auto& body = p.get().body();
-  // The head goes first, before any body is read: Beast adds a chunked
-  // body's trailer fields to the message, and a head written later would
-  // carry them as header fields.
-  if (!sr.is_header_done()) {
+  // A chunked message's head goes first, before any body is read: Beast
+  // adds the trailer fields to the message, and a head written later would
+  // carry them as header fields. Any other head goes out with the first
+  // piece of body, in one write.
+  if (!sr.is_header_done() && p.chunked()) {
     body.data = nullptr;
     body.size = 0;
     body.more = !p.is_done();
