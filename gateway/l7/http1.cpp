@@ -163,11 +163,26 @@ awaitable<boost::system::error_code> relay_message(
     http::serializer<IsRequest, http::buffer_body>& sr, tcp::socket& to, std::span<char> chunk,
     std::uint64_t& moved, relay::RelayControl& control) {
   auto& body = p.get().body();
+  if (p.is_done()) {
+    // No body: a HEAD, 1xx, 204 or 304 answer, or a request without one.
+    // The head is the whole message, even when it says chunked (the
+    // serializer would add a last chunk the peer reads as the next
+    // message).
+    if (sr.is_header_done()) co_return boost::system::error_code{};
+    body.data = nullptr;
+    body.size = 0;
+    body.more = false;
+    auto [ec, n] = co_await http::async_write_header(to, sr, kNoThrow);
+    moved += n;
+    control.last_activity = std::chrono::steady_clock::now();
+    co_return ec;
+  }
+  const bool chunked = p.chunked();
   // A chunked message's head goes first, before any body is read: Beast
   // adds the trailer fields to the message, and a head written later would
   // carry them as header fields. Any other head goes out with the first
   // piece of body, in one write.
-  if (!sr.is_header_done() && p.chunked()) {
+  if (!sr.is_header_done() && chunked) {
     body.data = nullptr;
     body.size = 0;
     body.more = !p.is_done();
@@ -177,7 +192,6 @@ awaitable<boost::system::error_code> relay_message(
   }
   // A chunked body's last chunk and trailers are written here, not by the
   // serializer, which would end it without the trailers.
-  const bool chunked = p.chunked();
   const auto fields_in_head =
       static_cast<std::size_t>(std::distance(p.get().begin(), p.get().end()));
   while (!p.is_done()) {
@@ -208,7 +222,7 @@ awaitable<boost::system::error_code> relay_message(
     moved += wn;
     if (wec) co_return wec;
   } else if (!sr.is_done()) {
-    // A message without a body (or its end): let the serializer finish it.
+    // The end of a body the last read completed: the serializer finishes.
     body.data = nullptr;
     body.size = 0;
     body.more = false;

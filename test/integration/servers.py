@@ -69,7 +69,8 @@ def banner(text):
 def upgrade_server(conn):
     """HTTP/1.1 keep-alive: a request with `Upgrade: websocket` gets a 101
     and the connection becomes an echo; GET /raw gets its own head back as
-    the body; any other gets a 200 naming its Host."""
+    the body; /chunked is a chunked response with a trailer; any other gets
+    a 200 naming its Host."""
     try:
         buf = b""
         while True:
@@ -89,6 +90,12 @@ def upgrade_server(conn):
                              b"Connection: Upgrade\r\n\r\n" + buf)
                 echo(conn)
                 return
+            method, target = (lines[0].split(" ") + ["", ""])[:2]
+            if target == "/chunked":
+                # A chunked response with a trailer (HEAD: the head alone).
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                             (b"" if method == "HEAD" else b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"))
+                continue
             if lines[0].split(" ")[1:2] == ["/raw"]:
                 # The request exactly as it arrived: its head, and a chunked
                 # body with its chunk lines and trailers.

@@ -193,6 +193,19 @@ class Http1PerRequestTest(harness.GatewayTest):
             rest = rest[n + 2:]
         self.assertEqual(chunks, b"hello world")
 
+    def test_chunked_response_trailers_and_a_head_answer_without_body(self):
+        reqs = (b"HEAD /chunked HTTP/1.1\r\nHost: ws.test\r\n\r\n"
+                b"GET /chunked HTTP/1.1\r\nHost: ws.test\r\n\r\n"
+                b"GET / HTTP/1.1\r\nHost: ws.test\r\n\r\n")
+        r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.UPGRADE_PORT), "--send-hex", reqs.hex(),
+                              "--shut-wr", "--read-timeout", "3")
+        got = r["recv"].encode("latin-1")
+        head_answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        self.assertTrue(got.startswith(head_answer + b"HTTP/1.1 200 OK\r\n"),
+                        "the HEAD answer has no body, not even a last chunk: %r" % got)
+        self.assertIn(b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\nHTTP/1.1 200 OK\r\n", got)
+        self.assertTrue(got.endswith(b"upgrade-server host=ws.test\n"), got)
+
     def test_h2c_upgrade_is_served_over_http1(self):
         r = self.seq("GET|allowed.test|/|Upgrade: h2c;;HTTP2-Settings: AAMAAABkAAQAAP__;;"
                      "Connection: Upgrade, HTTP2-Settings", "GET|allowed.test|/")
