@@ -59,6 +59,61 @@ void name_from_bytes(log::FlowRecord& rec, const Sniffed& sniffed) {
   }
 }
 
+// One request on an inspected connection (an HTTP/1 request, an h2c
+// stream), judged like a new flow: its name, the connection's source and
+// original destination, destination integrity for that name, against the
+// policy in force when it arrives. A pass without a checked address to
+// connect to is builtin:integrity. Notes the verdict and the request.
+struct RequestJudgement {
+  log::Decision decision = log::Decision::deny;
+  std::string rule;
+  std::string reason;
+  std::optional<config::Integrity> integrity;
+  std::optional<Endpoint> upstream;  // when it passes: the checked address
+};
+
+awaitable<RequestJudgement> judge_request(Worker& worker, const ListenerInfo& listener,
+                                          const log::FlowRecord& rec, const Endpoint& dst,
+                                          Proto proto, std::string_view name) {
+  const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
+  const policy::CompiledPolicy& policy = *snapshot->policy;
+  const policy::SelectorSet selectors = policy.match_identity(rec.source_pod.get());
+  policy::FlowFacts facts;
+  facts.listener = listener.name;
+  facts.transparent = true;
+  facts.src = rec.src.ip;
+  facts.dst = dst.ip;
+  facts.port = dst.port;
+  facts.proto = proto;
+  facts.name = name;
+  facts.today = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
+  facts.identity = rec.source_pod.get();
+  facts.selectors = &selectors;
+  policy::Outcome outcome = decide(worker, policy, facts, nullptr);
+  if (outcome.needs_lookup) {
+    const ResolvedName resolved = co_await resolve_name(worker, std::move(outcome.lookup_name));
+    outcome = decide(worker, policy, facts, &resolved);
+  }
+  const policy::Verdict& verdict = outcome.verdict;
+  note_verdict(worker, verdict);
+  RequestJudgement out;
+  out.decision = to_log(verdict.decision);
+  out.rule = std::string(verdict.rule);
+  out.reason = verdict.reason;
+  out.integrity = verdict.integrity;
+  if (out.decision != log::Decision::deny) {
+    if (outcome.needs_lookup || !verdict.connect_to) {
+      out.decision = log::Decision::deny;
+      out.rule = "builtin:integrity";
+      out.reason = "no address to connect to";
+    } else {
+      out.upstream = Endpoint{*verdict.connect_to, dst.port};  // never re-resolved
+    }
+  }
+  note_http_request(worker, proto, out.decision);
+  co_return out;
+}
+
 // A transparent HTTP/1 connection after its first request was judged and
 // connected: the l7 module serves it request by request, and each later
 // request is judged here like a new flow (its Host, the same source and
@@ -78,54 +133,28 @@ awaitable<void> serve_http1_flow(Worker& worker, FlowScope& flow, const Listener
   };
 
   const l7::Http1Judge judge = [&](const sniff::Http1Head& head) -> awaitable<l7::RequestVerdict> {
-    const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
-    const policy::CompiledPolicy& policy = *snapshot->policy;
-    const policy::SelectorSet selectors = policy.match_identity(rec.source_pod.get());
-    policy::FlowFacts facts;
-    facts.listener = listener.name;
-    facts.transparent = true;
-    facts.src = rec.src.ip;
-    facts.dst = dst.ip;
-    facts.port = dst.port;
-    facts.proto = Proto::http;
-    facts.name = head.host.name;
-    facts.today = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
-    facts.identity = rec.source_pod.get();
-    facts.selectors = &selectors;
     auto canonical = canonicalize_name(head.host.name);
     const std::string shown = canonical.name ? canonical.name->text : head.host.name;
     rec.add_host(shown);
-
-    policy::Outcome outcome = decide(worker, policy, facts, nullptr);
-    if (outcome.needs_lookup) {
-      const ResolvedName resolved = co_await resolve_name(worker, std::move(outcome.lookup_name));
-      outcome = decide(worker, policy, facts, &resolved);
-    }
-    const policy::Verdict& verdict = outcome.verdict;
-    note_verdict(worker, verdict);
-    rec.decision = to_log(verdict.decision);
-    rec.rule = std::string(verdict.rule);
-    rec.reason = verdict.reason;
-    rec.integrity = verdict.integrity;
-    if (verdict.decision != policy::Decision::deny &&
-        (outcome.needs_lookup || !verdict.connect_to)) {
-      rec.decision = log::Decision::deny;
-      rec.rule = "builtin:integrity";
-      rec.reason = "no address to connect to";
-    }
-    note_http_request(worker, Proto::http, rec.decision);
+    RequestJudgement judged =
+        co_await judge_request(worker, listener, rec, dst, Proto::http, head.host.name);
+    rec.decision = judged.decision;
+    rec.rule = std::move(judged.rule);
+    rec.reason = std::move(judged.reason);
+    rec.integrity = judged.integrity;
     l7::RequestVerdict out;
-    if (rec.decision == log::Decision::deny) {
+    if (!judged.upstream) {
       out.refusal = http_response(
           403, "Forbidden", "egressd: access to " + shown + " denied by rule " + rec.rule + "\n");
       co_return out;
     }
     // The same checked address: reuse the connection while it is open.
-    const Endpoint want{*verdict.connect_to, dst.port};
+    const Endpoint want = *judged.upstream;
     if (upstream.is_open() && rec.upstream == want) {
       out.upstream = &upstream;
       co_return out;
     }
+    const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
     upstream.close(ignored);
     upstream = tcp::socket(client.get_executor());
     const auto ec = co_await connect_upstream(upstream, want, snapshot->upstream_mark,
@@ -248,9 +277,6 @@ awaitable<void> serve_h2c_flow(Worker& worker, FlowScope& flow, const ListenerIn
   // judged so far), whatever order concurrent judgements end in.
   std::int32_t latest = 0;
   hooks.judge = [&](const l7::H2cRequest& request) -> awaitable<l7::StreamVerdict> {
-    const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
-    const policy::CompiledPolicy& policy = *snapshot->policy;
-    const policy::SelectorSet selectors = policy.match_identity(rec.source_pod.get());
     auto canonical = canonicalize_name(request.name);
     const std::string shown = canonical.name ? canonical.name->text : request.name;
     if (!shown.empty()) rec.add_host(shown);
@@ -263,44 +289,20 @@ awaitable<void> serve_h2c_flow(Worker& worker, FlowScope& flow, const ListenerIn
       taken.reason = "malformed request: " + std::string(request.problem);
       out.status = 400;
       out.body = "egressd: bad request: " + std::string(request.problem) + "\n";
+      note_http_request(worker, Proto::h2c, taken.decision);
     } else {
-      policy::FlowFacts facts;
-      facts.listener = listener.name;
-      facts.transparent = true;
-      facts.src = rec.src.ip;
-      facts.dst = dst.ip;
-      facts.port = dst.port;
-      facts.proto = Proto::h2c;
-      facts.name = request.name;
-      facts.today = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
-      facts.identity = rec.source_pod.get();
-      facts.selectors = &selectors;
-      policy::Outcome outcome = decide(worker, policy, facts, nullptr);
-      if (outcome.needs_lookup) {
-        const ResolvedName resolved = co_await resolve_name(worker, std::move(outcome.lookup_name));
-        outcome = decide(worker, policy, facts, &resolved);
-      }
-      const policy::Verdict& verdict = outcome.verdict;
-      note_verdict(worker, verdict);
-      taken.decision = to_log(verdict.decision);
-      taken.rule = std::string(verdict.rule);
-      taken.reason = verdict.reason;
-      taken.integrity = verdict.integrity;
-      if (verdict.decision != policy::Decision::deny &&
-          (outcome.needs_lookup || !verdict.connect_to)) {
-        taken.decision = log::Decision::deny;
-        taken.rule = "builtin:integrity";
-        taken.reason = "no address to connect to";
-      }
-      if (taken.decision != log::Decision::deny) {
-        // The checked address, never re-resolved.
-        out.upstream = Endpoint{*verdict.connect_to, dst.port};
-      } else {
+      RequestJudgement judged =
+          co_await judge_request(worker, listener, rec, dst, Proto::h2c, request.name);
+      taken.decision = judged.decision;
+      taken.rule = std::move(judged.rule);
+      taken.reason = std::move(judged.reason);
+      taken.integrity = judged.integrity;
+      out.upstream = judged.upstream;
+      if (!out.upstream) {
         out.body = "egressd: access to " + (shown.empty() ? std::string("(none)") : shown) +
                    " denied by rule " + taken.rule + "\n";
       }
     }
-    note_http_request(worker, Proto::h2c, taken.decision);
     if (request.stream_id >= latest) {
       latest = request.stream_id;
       rec.decision = taken.decision;
