@@ -5,7 +5,9 @@ A module calls `module_world(interception)` from setUpModule and
 `config_overrides`) and gets `cls.gw` (a running Gateway) and `cls.log`.
 """
 
+import json
 import os
+import shutil
 import time
 import unittest
 
@@ -130,3 +132,44 @@ class GatewayTest(unittest.TestCase):
         """A client.py hello reply: a fatal access_denied alert, then close."""
         self.assertEqual(reply.get("alert"), [2, 49], "want a fatal access_denied alert (15 03 0x 00 02 02 31): %s"
                          % reply)
+
+
+class ConfigMapGatewayTest(GatewayTest):
+    """A GatewayTest whose config is mounted the way a Kubernetes ConfigMap
+    volume is: the file is a symlink through `..data`, which points at a
+    timestamped directory; publish() does what the kubelet does on an
+    update."""
+
+    version = 0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.world = current_world()
+        cls.gw = W.Gateway(cls.world, EGRESSD, cls.make_config)
+        mount = cls.world.path("configmap-%s-%d" % (cls.__name__, os.getpid()))
+        os.makedirs(os.path.join(mount, "..v0"))
+        shutil.move(cls.gw.config_path, os.path.join(mount, "..v0", "egressd.yaml"))
+        os.symlink("..v0", os.path.join(mount, "..data"))
+        os.symlink("..data/egressd.yaml", os.path.join(mount, "egressd.yaml"))
+        cls.mount = mount
+        cls.gw.config_path = os.path.join(mount, "egressd.yaml")
+        try:
+            cls.gw.start()
+        except BaseException:
+            cls.gw.stop()
+            raise
+        cls.log = cls.gw.log
+
+    def publish(self, cfg):
+        """A new timestamped directory with `cfg` (text, or a dict written as
+        JSON), `..data` swapped to it atomically, the old directory removed."""
+        old = os.readlink(os.path.join(self.mount, "..data"))
+        type(self).version += 1
+        version = "..v%d" % self.version
+        os.makedirs(os.path.join(self.mount, version))
+        with open(os.path.join(self.mount, version, "egressd.yaml"), "w") as f:
+            f.write(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
+        tmp = os.path.join(self.mount, "..data_tmp")
+        os.symlink(version, tmp)
+        os.rename(tmp, os.path.join(self.mount, "..data"))
+        shutil.rmtree(os.path.join(self.mount, old))

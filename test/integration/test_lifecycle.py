@@ -4,7 +4,6 @@ and the SIGTERM drain."""
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -237,40 +236,12 @@ class SecondSignalTest(harness.GatewayTest):
         self.assertRecord(rec, close="drained", decision="allow")
 
 
-class ConfigMapTest(harness.GatewayTest):
+class ConfigMapTest(harness.ConfigMapGatewayTest):
     """The config mounted as a Kubernetes ConfigMap volume: the file is a
     symlink through `..data`, which the kubelet swaps atomically to a new
     timestamped directory. The swap changes the policy within a second."""
 
     rules = RULES
-
-    @classmethod
-    def setUpClass(cls):
-        cls.world = harness.current_world()
-        cls.gw = W.Gateway(cls.world, harness.EGRESSD, cls.make_config)
-        mount = cls.world.path("configmap-%d" % os.getpid())
-        os.makedirs(os.path.join(mount, "..2026_12_05_v1"))
-        shutil.move(cls.gw.config_path, os.path.join(mount, "..2026_12_05_v1", "egressd.yaml"))
-        os.symlink("..2026_12_05_v1", os.path.join(mount, "..data"))
-        os.symlink("..data/egressd.yaml", os.path.join(mount, "egressd.yaml"))
-        cls.mount = mount
-        cls.gw.config_path = os.path.join(mount, "egressd.yaml")
-        try:
-            cls.gw.start()
-        except BaseException:
-            cls.gw.stop()
-            raise
-        cls.log = cls.gw.log
-
-    def publish(self, version, cfg):
-        """What the kubelet does: a new directory, then ..data swapped to it."""
-        d = os.path.join(self.mount, version)
-        os.makedirs(d)
-        with open(os.path.join(d, "egressd.yaml"), "w") as f:
-            f.write(cfg if isinstance(cfg, str) else json.dumps(cfg, indent=2))
-        tmp = os.path.join(self.mount, "..data_tmp")
-        os.symlink(version, tmp)
-        os.rename(tmp, os.path.join(self.mount, "..data"))
 
     def echo(self):
         return self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", b"hi\n".hex(),
@@ -282,7 +253,7 @@ class ConfigMapTest(harness.GatewayTest):
         without_echo["policy"]["rules"] = [r for r in without_echo["policy"]["rules"] if r["name"] != "echo"]
         successes = self.gw.metrics().sum("egressd_config_reloads_total", result="success")
         t0 = time.monotonic()
-        self.publish("..2026_12_05_v2", without_echo)
+        self.publish(without_echo)
         while self.echo()["recv"] != "" and time.monotonic() - t0 < 3:
             time.sleep(0.05)
         took = time.monotonic() - t0
@@ -292,7 +263,7 @@ class ConfigMapTest(harness.GatewayTest):
 
         # A broken version is rejected; the good one keeps serving.
         failures = self.gw.metrics().sum("egressd_config_reloads_total", result="failure")
-        self.publish("..2026_12_05_v3", "policy: [\n")
+        self.publish("policy: [\n")
         deadline = time.monotonic() + 3
         while (self.gw.metrics().sum("egressd_config_reloads_total", result="failure") == failures
                and time.monotonic() < deadline):
@@ -301,7 +272,7 @@ class ConfigMapTest(harness.GatewayTest):
         self.assertEqual(self.echo()["recv"], "")
 
         # And back.
-        self.publish("..2026_12_05_v4", self.gw.config)
+        self.publish(self.gw.config)
         t0 = time.monotonic()
         while self.echo()["recv"] != "hi\n" and time.monotonic() - t0 < 3:
             time.sleep(0.05)

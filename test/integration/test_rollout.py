@@ -4,7 +4,6 @@ changes (in-place write, rename-over, ConfigMap `..data` swap, SIGHUP)."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -250,41 +249,8 @@ class ReloadUnderLoadTest(SwapsUnderLoad, harness.GatewayTest):
                         ("rename-over", self.rename_over), ("sighup", self.sighup)])
 
 
-class ConfigMapUnderLoadTest(SwapsUnderLoad, harness.GatewayTest):
+class ConfigMapUnderLoadTest(SwapsUnderLoad, harness.ConfigMapGatewayTest):
     """The config as a mounted ConfigMap: the kubelet's `..data` swaps."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.world = harness.current_world()
-        cls.gw = W.Gateway(cls.world, harness.EGRESSD, cls.make_config)
-        mount = cls.world.path("rollout-configmap-%d" % os.getpid())
-        os.makedirs(os.path.join(mount, "..v0"))
-        shutil.move(cls.gw.config_path, os.path.join(mount, "..v0", "egressd.yaml"))
-        os.symlink("..v0", os.path.join(mount, "..data"))
-        os.symlink("..data/egressd.yaml", os.path.join(mount, "egressd.yaml"))
-        cls.mount = mount
-        cls.version = 0
-        cls.gw.config_path = os.path.join(mount, "egressd.yaml")
-        try:
-            cls.gw.start()
-        except BaseException:
-            cls.gw.stop()
-            raise
-        cls.log = cls.gw.log
-
-    def publish(self, text):
-        """What the kubelet does: a new directory, then ..data swapped to it,
-        then the old directory removed."""
-        old = os.readlink(os.path.join(self.mount, "..data"))
-        type(self).version += 1
-        version = "..v%d" % self.version
-        os.makedirs(os.path.join(self.mount, version))
-        with open(os.path.join(self.mount, version, "egressd.yaml"), "w") as f:
-            f.write(text)
-        tmp = os.path.join(self.mount, "..data_tmp")
-        os.symlink(version, tmp)
-        os.rename(tmp, os.path.join(self.mount, "..data"))
-        shutil.rmtree(os.path.join(self.mount, old))
 
     def test_data_swaps_under_load(self):
         self.run_swaps([("..data swap", self.publish)] * 4)
