@@ -164,47 +164,39 @@ int cmd_explain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
   // The verdict is decide()'s under AssumeIntegrity; explain() adds why.
   const policy::Explanation explanation = v.policy->explain(facts);
   const policy::Verdict& verdict = explanation.verdict;
-  std::string json = "{\"decision\":";
-  log::append_json_string(json, policy::to_string(verdict.decision));
-  json += ",\"rule\":";
-  log::append_json_string(json, verdict.rule);
-  json += ",\"reason\":";
-  log::append_json_string(json, verdict.reason);
-  if (verdict.integrity) {
-    json += ",\"integrity\":";
-    log::append_json_string(json, log::to_string(*verdict.integrity));
-  }
+  std::string json;
+  // `"key":"value"`, after a comma unless it opens an object.
+  const auto field = [&json](std::string_view key, std::string_view value) {
+    if (json.back() != '{') json += ',';
+    log::append_json_string(json, key);
+    json += ':';
+    log::append_json_string(json, value);
+  };
+  json += '{';
+  field("decision", policy::to_string(verdict.decision));
+  field("rule", verdict.rule);
+  field("reason", verdict.reason);
+  if (verdict.integrity) field("integrity", log::to_string(*verdict.integrity));
   // Always present, possibly empty, so scripts need not test for them.
   json += ",\"near_misses\":[";
   for (std::size_t i = 0; i < explanation.near_misses.size(); ++i) {
     const policy::NearMiss& m = explanation.near_misses[i];
-    json += i > 0 ? ",{\"rule\":" : "{\"rule\":";
-    log::append_json_string(json, m.rule);
-    json += ",\"action\":";
-    log::append_json_string(json, m.action == config::Action::allow ? "allow" : "deny");
-    json += ",\"why\":";
-    log::append_json_string(json, m.why);
-    if (!m.by.empty()) {
-      json += ",\"by\":";
-      log::append_json_string(json, m.by);
-    }
-    if (!m.source.empty()) {
-      json += ",\"source\":";
-      log::append_json_string(json, m.source);
-    }
-    json += ",\"reason\":";
-    log::append_json_string(json, m.reason);
+    json += i > 0 ? ",{" : "{";
+    field("rule", m.rule);
+    field("action", m.action == config::Action::allow ? "allow" : "deny");
+    field("why", m.why);
+    if (!m.by.empty()) field("by", m.by);
+    if (!m.source.empty()) field("source", m.source);
+    field("reason", m.reason);
     json += '}';
   }
   json += "],\"notes\":[";
   for (std::size_t i = 0; i < explanation.notes.size(); ++i) {
     const policy::ExplainNote& n = explanation.notes[i];
-    json += i > 0 ? ",{\"why\":" : "{\"why\":";
-    log::append_json_string(json, n.why);
-    json += ",\"rule\":";
-    log::append_json_string(json, n.rule);
-    json += ",\"reason\":";
-    log::append_json_string(json, n.reason);
+    json += i > 0 ? ",{" : "{";
+    field("why", n.why);
+    field("rule", n.rule);
+    field("reason", n.reason);
     json += '}';
   }
   json += "]}\n";
