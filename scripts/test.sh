@@ -80,6 +80,18 @@ if ((quick == 0)); then
 fi
 
 stage "done"
+# CI shows only the end of this output: name what failed here, with the
+# failing test cases of the integration suites (unittest's FAIL/ERROR lines).
+for log in "$logs"/release.log "$logs"/asan.log; do
+  [[ -f "$log" ]] || continue
+  grep -E '^FLAKY: ' "$log" | sort -u || true
+  if grep -q 'The following tests FAILED' "$log"; then
+    echo "failed in $(basename "$log" .log):"
+    sed -n '/The following tests FAILED/,$p' "$log" | grep -E '^\s+[0-9]+ - ' || true
+    grep -E '^(FAIL|ERROR): ' "$log" | sort -u | head -20 || true
+    grep -E -B2 -A12 '^(FAIL|ERROR): ' "$log" | grep -E 'Error|assert|Exception' | head -20 || true
+  fi
+done
 echo "logs: $logs"
 echo "took $(($(date +%s) - start))s"
 echo "tests: $passed passed, $failed failed"
