@@ -44,8 +44,11 @@ std::optional<std::string> ConfigWatcher::start() {
   const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd < 0) return std::string("inotify_init1: ") + std::strerror(errno);
   inotify_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, fd);
+  // No IN_MODIFY: an in-place write counts when its writer closes the file
+  // (IN_CLOSE_WRITE), so a half-written file is never read, and files kept
+  // open for appending in the same directory (access logs) wake nobody.
   constexpr std::uint32_t kMask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE |
-                                  IN_MODIFY | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
+                                  IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
   // The directory as named (a ConfigMap mount swaps `..data` there), and the
   // one the symlink chain ends in when it is elsewhere.
   std::vector<std::string> dirs;
