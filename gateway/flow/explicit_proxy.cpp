@@ -244,13 +244,13 @@ awaitable<void> run_tunnel(Worker& worker, const Snapshot& snapshot, FlowScope& 
 }  // namespace
 
 awaitable<void> run_explicit_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
-                                  tcp::socket client) {
+                                  tcp::socket client, tcp::endpoint peer) {
   FlowScope flow(worker, *listener, client);
   log::FlowRecord& rec = flow.record;
   boost::system::error_code ignored;
 
   // Who is calling.
-  if (!flow.identify_source(client)) co_return;
+  if (!flow.identify_source(peer)) co_return;
   if (!take_limits(worker, flow, client)) co_return;
   rec.source_pod = find_source_pod(worker, rec.src.ip);
 

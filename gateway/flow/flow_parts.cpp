@@ -251,9 +251,9 @@ bool take_limits(Worker& worker, FlowScope& flow, tcp::socket& client) {
   return true;
 }
 
-bool FlowScope::identify_source(tcp::socket& client) {
-  if (auto peer = net::peer_endpoint(client.native_handle())) {
-    record.src = *peer;
+bool FlowScope::identify_source(const tcp::endpoint& peer) {
+  if (auto src = net::endpoint_from_sockaddr(peer.data(), static_cast<socklen_t>(peer.size()))) {
+    record.src = *src;
     return true;
   }
   close_undecided(log::CloseReason::reset, "the client left before it could be identified");

@@ -72,9 +72,9 @@ class FlowScope {
   void hold_source() { source_held_ = true; }
   void hold_connection() { connection_held_ = true; }
 
-  // Who is calling: the client's address into record.src. False (the
-  // flow recorded as reset) when the client already left.
-  bool identify_source(boost::asio::ip::tcp::socket& client);
+  // Who is calling: the client's address, as accept() returned it, into
+  // record.src. False (the flow recorded as reset) when it is unusable.
+  bool identify_source(const boost::asio::ip::tcp::endpoint& peer);
 
   // A flow closed before any decision: deny with builtin:<close reason>.
   void close_undecided(log::CloseReason reason, std::string why) {

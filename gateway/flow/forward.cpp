@@ -51,7 +51,7 @@ log::CloseReason stop_close(const ActiveFlow& active) {
 }  // namespace
 
 awaitable<void> run_forward_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
-                                 tcp::socket client) {
+                                 tcp::socket client, tcp::endpoint peer) {
   const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
   FlowScope flow(worker, *listener, client);
   log::FlowRecord& rec = flow.record;
@@ -62,7 +62,7 @@ awaitable<void> run_forward_flow(Worker& worker, std::shared_ptr<const ListenerI
 
   // Who is calling, and where to.
   const int fd = client.native_handle();
-  if (!flow.identify_source(client)) co_return;
+  if (!flow.identify_source(peer)) co_return;
   const std::optional<Endpoint> dst = net::original_destination(fd, rec.src.ip.family());
   if (!dst) {
     // Not redirected (made to the agent's port itself): there is no

@@ -30,15 +30,16 @@ constexpr std::size_t kTrimAfterFlows = 1024;
 
 // Runs the flow of one accepted connection on `worker`, by the listener's kind.
 void start_flow(Worker& worker, const std::shared_ptr<const ListenerInfo>& listener,
-                tcp::socket socket) {
+                tcp::socket socket, const tcp::endpoint& peer) {
   if (listener->mode == config::ListenerMode::explicit_proxy) {
-    asio::co_spawn(worker.io(), run_explicit_flow(worker, listener, std::move(socket)),
+    asio::co_spawn(worker.io(), run_explicit_flow(worker, listener, std::move(socket), peer),
                    asio::detached);
   } else if (listener->forward) {
-    asio::co_spawn(worker.io(), run_forward_flow(worker, listener, std::move(socket)),
+    asio::co_spawn(worker.io(), run_forward_flow(worker, listener, std::move(socket), peer),
                    asio::detached);
   } else {
-    asio::co_spawn(worker.io(), run_flow(worker, listener, std::move(socket)), asio::detached);
+    asio::co_spawn(worker.io(), run_flow(worker, listener, std::move(socket), peer),
+                   asio::detached);
   }
 }
 
@@ -56,8 +57,10 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const Listener
       pause.expires_after(std::chrono::milliseconds(5));
       co_await pause.async_wait(kNoThrow);
     }
-    auto [ec, socket] = co_await acceptor.async_accept(kNoThrow);
-    if (!ec) start_flow(worker, listener, std::move(socket));
+    // accept() hands back the peer's address: no getpeername per flow.
+    tcp::endpoint peer;
+    auto [ec, socket] = co_await acceptor.async_accept(peer, kNoThrow);
+    if (!ec) start_flow(worker, listener, std::move(socket), peer);
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) {
       // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on the error.
@@ -169,8 +172,9 @@ void Worker::stop_listener(std::shared_ptr<const ListenerInfo> listener) {
       a.acceptor->non_blocking(true, ec);
       while (!ec) {
         tcp::socket socket(io_);
-        a.acceptor->accept(socket, ec);
-        if (!ec) start_flow(*this, a.listener, std::move(socket));
+        tcp::endpoint peer;
+        a.acceptor->accept(socket, peer, ec);
+        if (!ec) start_flow(*this, a.listener, std::move(socket), peer);
       }
       a.acceptor->close(ec);
       return true;

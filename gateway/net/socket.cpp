@@ -62,13 +62,6 @@ std::optional<Endpoint> local_endpoint(int fd) noexcept {
   return endpoint_from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
 }
 
-std::optional<Endpoint> peer_endpoint(int fd) noexcept {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return std::nullopt;
-  return endpoint_from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
-}
-
 std::optional<Endpoint> original_destination(int fd, IpAddress::Family flow_family) noexcept {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;

@@ -228,20 +228,23 @@ class Worker {
 // The life of one connection, accept to flow record (see README "Life of
 // a flow"). Runs on `worker`'s thread; never throws.
 boost::asio::awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
-                                      boost::asio::ip::tcp::socket client);
+                                      boost::asio::ip::tcp::socket client,
+                                      boost::asio::ip::tcp::endpoint peer);
 
 // A connection on an explicit listener (HTTP CONNECT and absolute-form
 // forward proxying), accept to flow record; every request is judged.
 // Runs on `worker`'s thread; never throws.
 boost::asio::awaitable<void> run_explicit_flow(Worker& worker,
                                                std::shared_ptr<const ListenerInfo> listener,
-                                               boost::asio::ip::tcp::socket client);
+                                               boost::asio::ip::tcp::socket client,
+                                               boost::asio::ip::tcp::endpoint peer);
 
 // A node agent's connection (a listener with `forward`): the pod's bytes,
 // untouched, to a central replica behind a PROXY v2 header; no sniffing,
 // no policy; one `flow` record with decision `forward`. Never throws.
 boost::asio::awaitable<void> run_forward_flow(Worker& worker,
                                               std::shared_ptr<const ListenerInfo> listener,
-                                              boost::asio::ip::tcp::socket client);
+                                              boost::asio::ip::tcp::socket client,
+                                              boost::asio::ip::tcp::endpoint peer);
 
 }  // namespace egressd::flow

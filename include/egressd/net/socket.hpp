@@ -20,7 +20,6 @@ std::optional<Endpoint> endpoint_from_sockaddr(const sockaddr* sa, socklen_t len
 socklen_t endpoint_to_sockaddr(const Endpoint& ep, sockaddr_storage& out) noexcept;
 
 std::optional<Endpoint> local_endpoint(int fd) noexcept;
-std::optional<Endpoint> peer_endpoint(int fd) noexcept;
 
 // The destination the client dialled before iptables REDIRECT rewrote it:
 // SO_ORIGINAL_DST for IPv4 flows (also IPv4 clients on a dual-stack IPv6
