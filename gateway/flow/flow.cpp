@@ -392,17 +392,32 @@ awaitable<void> serve_h2c_flow(Worker& worker, FlowScope& flow, const ListenerIn
 
 }  // namespace
 
-awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
-                         tcp::socket client) {
+namespace {
+
+// Where a flow goes once it is admitted (or that it is over).
+struct Admission {
+  enum class Next : std::uint8_t { done, relay, http1, h2c };
+  Next next = Next::done;
+  std::chrono::milliseconds idle{0};  // timeouts.idle in force at the decision (relay)
+};
+
+// Everything from accept to the `open` record: who and where, sniff,
+// decide, connect. A coroutine of its own so that its many locals (the
+// sniff result, the facts, the verdict, the `open` record's copy) are gone
+// before the flow's long life in the relay: run_flow's frame is what an
+// idle flow keeps.
+awaitable<Admission> admit_flow(Worker& worker, FlowScope& flow, const ListenerInfo& listener_info,
+                                tcp::socket& client, tcp::socket& upstream,
+                                std::vector<std::uint8_t>& sniffed_bytes,
+                                const tcp::endpoint& peer) {
+  const ListenerInfo* listener = &listener_info;
   const std::shared_ptr<const Snapshot> snapshot = worker.snapshot();
-  FlowScope flow(worker, *listener, client);
   log::FlowRecord& rec = flow.record;
   boost::system::error_code ignored;
 
   // Who is calling, and where to.
   const int fd = client.native_handle();
-  if (!flow.identify_source(client)) co_return;
-  std::vector<std::uint8_t> sniffed_bytes;  // what follows a PROXY header joins it
+  if (!flow.identify_source(peer)) co_return Admission{};
   std::optional<Endpoint> dst;
   if (listener->proxy_protocol) {
     // The peer is a node agent: the pod and the original destination come
@@ -413,7 +428,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
       rec.reason = "the peer is not in proxy_protocol.trusted";
       rec.close = log::CloseReason::denied;
       client.close(ignored);
-      co_return;
+      co_return Admission{};
     }
     const ProxyRead header =
         co_await read_proxy_header(client, sniffed_bytes, snapshot->timeouts.sniff);
@@ -425,7 +440,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
               : log::CloseReason::malformed,
           std::string(header.problem));
       client.close(ignored);
-      co_return;
+      co_return Admission{};
     }
     rec.src = header.source;
     dst = header.destination;
@@ -440,11 +455,11 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   }
   if (!dst) {
     flow.close_undecided(log::CloseReason::reset, "the original destination is unknown");
-    co_return;
+    co_return Admission{};
   }
   rec.dst = *dst;
 
-  if (!take_limits(worker, flow, client)) co_return;
+  if (!take_limits(worker, flow, client)) co_return Admission{};
 
   // Sniff, unless no name can change the decision (rule 11: server-first
   // protocols must not wait for client bytes).
@@ -468,7 +483,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
       flow.close_undecided(log::CloseReason::sniff_timeout,
                            "the client sent too little to classify the flow within timeouts.sniff");
       client.close(ignored);
-      co_return;
+      co_return Admission{};
     case Sniffed::End::malformed:
       flow.close_undecided(log::CloseReason::malformed, std::string("malformed ") +
                                                             std::string(to_string(sniffed.proto)) +
@@ -482,25 +497,24 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
       } else {
         client.close(ignored);
       }
-      co_return;
+      co_return Admission{};
     case Sniffed::End::closed:
       flow.close_undecided(log::CloseReason::eof, "the client closed before sending anything");
-      co_return;
+      co_return Admission{};
     case Sniffed::End::reset:
       flow.close_undecided(log::CloseReason::reset,
                            "the client reset the connection while sniffing");
-      co_return;
+      co_return Admission{};
     case Sniffed::End::stopped:
       flow.close_undecided(flow.active().stop_reason == relay::EndReason::revoked
                                ? log::CloseReason::revoked
                                : log::CloseReason::drained,
                            "the gateway stopped the flow while sniffing");
-      co_return;
+      co_return Admission{};
   }
   // h2c where names matter: judged stream by stream, not here.
   if (sniffed.proto == Proto::h2c && !decided_at_once) {
-    co_await serve_h2c_flow(worker, flow, *listener, client, sniffed_bytes);
-    co_return;
+    co_return Admission{Admission::Next::h2c};
   }
 
   // Decide.
@@ -557,7 +571,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
       default:
         client.close(ignored);
     }
-    co_return;
+    co_return Admission{};
   }
 
   flow.active().admitted = true;  // what policy.revoke_on_reload judges again
@@ -565,7 +579,6 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
 
   // Connect to the address that was checked, never re-resolving.
   const Endpoint upstream_ep{*verdict.connect_to, dst->port};
-  tcp::socket upstream(client.get_executor());
   flow.active().upstream = &upstream;
   const auto ec = co_await connect_upstream(upstream, upstream_ep, snapshot->upstream_mark,
                                             snapshot->timeouts.connect);
@@ -580,7 +593,7 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
       note_connect_failure(worker, connect_failure_reason(ec));
     }
     client.close(ignored);
-    co_return;
+    co_return Admission{};
   }
   rec.upstream = upstream_ep;
 
@@ -603,19 +616,40 @@ awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> lis
   }
   if (ended) {
     rec.close = *ended;
-    co_return;
+    co_return Admission{};
   }
 
   // Plaintext HTTP/1 whose name mattered: every later request is judged
   // too (contract rule 12, "checked per request").
   if (sniffed.proto == Proto::http && !decided_at_once) {
-    co_await serve_http1_flow(worker, flow, *listener, client, upstream, sniffed_bytes);
-    co_return;
+    co_return Admission{Admission::Next::http1};
   }
+  co_return Admission{Admission::Next::relay, snapshot->timeouts.idle};
+}
 
-  // Replay what sniffing read, then relay.
-  rec.close =
-      co_await relay_flow(worker, flow, client, upstream, sniffed_bytes, snapshot->timeouts.idle);
+}  // namespace
+
+awaitable<void> run_flow(Worker& worker, std::shared_ptr<const ListenerInfo> listener,
+                         tcp::socket client, tcp::endpoint peer) {
+  FlowScope flow(worker, *listener, client);
+  tcp::socket upstream(client.get_executor());
+  std::vector<std::uint8_t> first;  // read before the decision; replayed upstream
+  const Admission admission =
+      co_await admit_flow(worker, flow, *listener, client, upstream, first, peer);
+  switch (admission.next) {
+    case Admission::Next::done:
+      co_return;
+    case Admission::Next::h2c:
+      co_await serve_h2c_flow(worker, flow, *listener, client, first);
+      co_return;
+    case Admission::Next::http1:
+      co_await serve_http1_flow(worker, flow, *listener, client, upstream, first);
+      co_return;
+    case Admission::Next::relay:
+      flow.record.close =
+          co_await relay_flow(worker, flow, client, upstream, first, admission.idle);
+      co_return;
+  }
 }
 
 }  // namespace egressd::flow

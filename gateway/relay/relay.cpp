@@ -1,23 +1,29 @@
 #include "egressd/relay/relay.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <functional>
+#include <memory>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
 namespace egressd::relay {
 namespace asio = boost::asio;
 using asio::awaitable;
-using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
-constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+// A splice that moved less than this emptied the socket's receive queue
+// (or nearly: a pipe can also fill up on slots of small segments). The
+// burst ends there instead of probing with a splice that would return
+// EAGAIN: the next wait re-arms the descriptor and reports bytes that are
+// already queued, so nothing is left behind either way. Bulk transfers,
+// whose splices fill the pipe, keep reading without a wait.
+constexpr std::size_t kDrainedBelow = 64U << 10;
 
 enum class DirectionEnd : std::uint8_t { eof, reset, aborted };
 
@@ -34,113 +40,186 @@ void half_close(Socket& to) {
   to.shutdown(Socket::shutdown_send, ignored);
 }
 
-// One burst through a pipe: splice socket -> pipe -> socket until the
-// source has nothing more to read now. Returns nullopt to go on waiting.
-awaitable<std::optional<DirectionEnd>> splice_burst(Socket& from, Socket& to, PipePool& pool,
-                                                    PipePool::Pipe pipe, std::uint64_t& count,
-                                                    RelayControl& control) {
-  const int from_fd = from.native_handle();
-  const int to_fd = to.native_handle();
-  for (;;) {
-    const ssize_t n = ::splice(from_fd, nullptr, pipe.write_fd, nullptr, 1U << 20,
-                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n == 0) {
-      pool.release(pipe);
-      half_close(to);
-      co_return DirectionEnd::eof;
-    }
-    if (n < 0) {
-      if (errno == EAGAIN) {
-        pool.release(pipe);
-        co_return std::nullopt;
+// Both directions of one flow, driven by completion handlers rather than
+// coroutines: an idle flow keeps this object (in relay()'s frame) and one
+// pending readiness wait per direction, nothing else — no coroutine frame
+// per direction, no parallel group, no co_spawn.
+class Pumps {
+ public:
+  using Done = std::function<void()>;
+
+  Pumps(Socket& client, Socket& upstream, const RelayOptions& options, RelayControl& control)
+      : options_(options),
+        control_(control),
+        up_(client, upstream, control.bytes_up),
+        down_(upstream, client, control.bytes_down) {}
+
+  // Runs both directions; `done` is called once both have ended.
+  template <typename Handler>
+  void start(Handler&& handler) {
+    handler_ = std::forward<Handler>(handler);
+    wait_readable(up_);
+    wait_readable(down_);
+  }
+
+  [[nodiscard]] DirectionEnd up_end() const { return *up_.end; }
+  [[nodiscard]] DirectionEnd down_end() const { return *down_.end; }
+
+ private:
+  struct Direction {
+    Direction(Socket& source, Socket& sink, std::uint64_t& counter)
+        : from(&source), to(&sink), count(&counter) {}
+    Socket* from;
+    Socket* to;
+    std::uint64_t* count;
+    std::optional<PipePool::Pipe> pipe;   // held only while bytes are in flight
+    std::unique_ptr<std::byte[]> buffer;  // the copy path's, likewise
+    std::size_t offset = 0;               // copy path: next byte of buffer to write
+    std::size_t pending = 0;              // bytes read, not yet written
+    bool short_read = false;              // the last read drained the socket
+    std::optional<DirectionEnd> end;
+  };
+
+  void wait_readable(Direction& d) {
+    d.from->async_wait(Socket::wait_read, [this, &d](const boost::system::error_code& ec) {
+      if (ec) {
+        finish(d,
+               ec == asio::error::operation_aborted ? DirectionEnd::aborted : DirectionEnd::reset);
+        return;
       }
-      if (errno == EINTR) continue;
-      pool.destroy(pipe);
-      co_return DirectionEnd::reset;
+      pump(d);
+    });
+  }
+
+  void wait_writable(Direction& d) {
+    d.to->async_wait(Socket::wait_write, [this, &d](const boost::system::error_code& ec) {
+      if (ec) {
+        finish(d,
+               ec == asio::error::operation_aborted ? DirectionEnd::aborted : DirectionEnd::reset);
+        return;
+      }
+      pump(d);
+    });
+  }
+
+  // Moves what is readable now, then waits again (for the source to be
+  // readable, or for the receiver when it pushes back).
+  void pump(Direction& d) {
+    for (;;) {
+      if (d.pending > 0) {
+        const Step step = flush(d);
+        if (step == Step::wait) return wait_writable(d);
+        if (step == Step::failed) return finish(d, DirectionEnd::reset);
+        if (d.short_read) {
+          release(d);
+          return wait_readable(d);
+        }
+      }
+      const Step step = fill(d);
+      if (step == Step::wait) {
+        release(d);
+        return wait_readable(d);
+      }
+      if (step == Step::eof) {
+        release(d);
+        half_close(*d.to);
+        return finish(d, DirectionEnd::eof);
+      }
+      if (step == Step::failed) return finish(d, DirectionEnd::reset);
     }
-    count += static_cast<std::uint64_t>(n);
-    control.last_activity = std::chrono::steady_clock::now();
-    auto pending = static_cast<std::size_t>(n);
-    while (pending > 0) {
-      const ssize_t m = ::splice(pipe.read_fd, nullptr, to_fd, nullptr, pending,
-                                 SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  }
+
+  enum class Step : std::uint8_t { progress, wait, eof, failed };
+
+  // One read from the source into the direction's pipe (splice) or buffer.
+  Step fill(Direction& d) {
+    if (!d.pipe && !d.buffer && options_.pipes != nullptr) d.pipe = options_.pipes->acquire();
+    if (d.pipe) {
+      const ssize_t n = ::splice(d.from->native_handle(), nullptr, d.pipe->write_fd, nullptr,
+                                 1U << 20, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) return moved(d, static_cast<std::size_t>(n), kDrainedBelow);
+      if (n == 0) return Step::eof;
+      if (errno == EAGAIN) return Step::wait;
+      if (errno == EINTR) return Step::progress;
+      return Step::failed;
+    }
+    // Plain read(2): the socket is O_NONBLOCK since Asio's first wait on it.
+    if (!d.buffer) d.buffer = options_.buffers->acquire();
+    const std::size_t size = options_.buffers->buffer_size();
+    const ssize_t n = ::read(d.from->native_handle(), d.buffer.get(), size);
+    if (n > 0) {
+      d.offset = 0;
+      return moved(d, static_cast<std::size_t>(n), size);
+    }
+    if (n == 0) return Step::eof;
+    if (errno == EAGAIN) return Step::wait;
+    if (errno == EINTR) return Step::progress;
+    return Step::failed;
+  }
+
+  Step moved(Direction& d, std::size_t n, std::size_t drained_below) {
+    *d.count += n;
+    control_.last_activity = std::chrono::steady_clock::now();
+    d.pending = n;
+    // A read shorter than this emptied the socket: write, then wait
+    // instead of a read that would say EAGAIN.
+    d.short_read = n < drained_below;
+    return Step::progress;
+  }
+
+  // Writes what is pending; `wait` when the receiver pushes back (the one
+  // pipe or buffer is held, nothing more is read meanwhile).
+  Step flush(Direction& d) {
+    while (d.pending > 0) {
+      const ssize_t m = d.pipe ? ::splice(d.pipe->read_fd, nullptr, d.to->native_handle(), nullptr,
+                                          d.pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+                               : ::send(d.to->native_handle(), d.buffer.get() + d.offset, d.pending,
+                                        MSG_NOSIGNAL);
       if (m > 0) {
-        pending -= static_cast<std::size_t>(m);
+        d.pending -= static_cast<std::size_t>(m);
+        d.offset += static_cast<std::size_t>(m);
         continue;
       }
       if (m < 0 && errno == EINTR) continue;
-      if (m < 0 && errno == EAGAIN) {
-        // Backpressure: the receiver is slow; hold this one pipe, no more.
-        auto [ec] = co_await to.async_wait(Socket::wait_write, kNoThrow);
-        if (!ec) continue;
-        pool.destroy(pipe);
-        co_return ec == asio::error::operation_aborted ? DirectionEnd::aborted
-                                                       : DirectionEnd::reset;
+      if (m < 0 && errno == EAGAIN) return Step::wait;
+      return Step::failed;
+    }
+    return Step::progress;
+  }
+
+  // Gives the pipe or buffer back; an idle direction holds neither.
+  void release(Direction& d) {
+    if (d.pipe) {
+      if (d.pending == 0) {
+        options_.pipes->release(*d.pipe);
+      } else {
+        options_.pipes->destroy(*d.pipe);
       }
-      pool.destroy(pipe);
-      co_return DirectionEnd::reset;
+      d.pipe.reset();
     }
+    if (d.buffer) {
+      options_.buffers->release(std::move(d.buffer));
+      d.buffer.reset();
+    }
+    d.pending = 0;
   }
-}
 
-// One burst through a pooled buffer.
-awaitable<std::optional<DirectionEnd>> copy_burst(Socket& from, Socket& to, BufferPool& pool,
-                                                  std::uint64_t& count, RelayControl& control) {
-  // Synchronous reads below need the user-visible non-blocking mode; set
-  // it once, only for flows that take this path (an ioctl each).
-  boost::system::error_code nb;
-  if (!from.non_blocking()) from.non_blocking(true, nb);
-  auto buffer = pool.acquire();
-  const std::size_t size = pool.buffer_size();
-  std::optional<DirectionEnd> end;
-  for (;;) {
-    boost::system::error_code ec;
-    const std::size_t n = from.read_some(asio::buffer(buffer.get(), size), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-    if (ec == asio::error::eof) {
-      half_close(to);
-      end = DirectionEnd::eof;
-      break;
+  void finish(Direction& d, DirectionEnd end) {
+    release(d);
+    d.end = end;
+    if (end == DirectionEnd::reset) cancel_both(*d.from, *d.to);
+    if (up_.end && down_.end) {
+      auto handler = std::move(handler_);
+      handler();
     }
-    if (ec) {
-      end = DirectionEnd::reset;
-      break;
-    }
-    count += n;
-    control.last_activity = std::chrono::steady_clock::now();
-    auto [wec, written] = co_await asio::async_write(to, asio::buffer(buffer.get(), n), kNoThrow);
-    if (wec) {
-      end = wec == asio::error::operation_aborted ? DirectionEnd::aborted : DirectionEnd::reset;
-      break;
-    }
-    if (n < size) break;  // drained for now; wait instead of a read that says EAGAIN
   }
-  pool.release(std::move(buffer));
-  co_return end;
-}
 
-awaitable<DirectionEnd> pump(Socket& from, Socket& to, std::uint64_t& count,
-                             const RelayOptions& options, RelayControl& control) {
-  for (;;) {
-    // Idle flows wait here holding neither buffer nor pipe.
-    auto [ec] = co_await from.async_wait(Socket::wait_read, kNoThrow);
-    if (ec) {
-      co_return ec == asio::error::operation_aborted ? DirectionEnd::aborted : DirectionEnd::reset;
-    }
-    std::optional<DirectionEnd> end;
-    std::optional<PipePool::Pipe> pipe;
-    if (options.pipes != nullptr) pipe = options.pipes->acquire();
-    if (pipe) {
-      end = co_await splice_burst(from, to, *options.pipes, *pipe, count, control);
-    } else {
-      end = co_await copy_burst(from, to, *options.buffers, count, control);
-    }
-    if (end) {
-      if (*end == DirectionEnd::reset) cancel_both(from, to);
-      co_return *end;
-    }
-  }
-}
+  const RelayOptions& options_;
+  RelayControl& control_;
+  Direction up_;
+  Direction down_;
+  Done handler_;
+};
 
 }  // namespace
 
@@ -202,10 +281,17 @@ awaitable<EndReason> relay(Socket& client, Socket& upstream, const RelayOptions&
   // splice() needs O_NONBLOCK on both sockets: Asio sets it on a socket
   // before its first asynchronous wait, and every splice follows one.
   control.last_activity = std::chrono::steady_clock::now();
-  const auto [up, down] = co_await (pump(client, upstream, control.bytes_up, options, control) &&
-                                    pump(upstream, client, control.bytes_down, options, control));
+  Pumps pumps(client, upstream, options, control);
+  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+      [&pumps](auto handler) {
+        pumps.start(
+            [h = std::make_shared<decltype(handler)>(std::move(handler))]() mutable { (*h)(); });
+      },
+      asio::use_awaitable);
   if (control.stop_reason) co_return *control.stop_reason;
-  if (up == DirectionEnd::eof && down == DirectionEnd::eof) co_return EndReason::eof;
+  if (pumps.up_end() == DirectionEnd::eof && pumps.down_end() == DirectionEnd::eof) {
+    co_return EndReason::eof;
+  }
   // A reset on one side: pass it on as a reset (RST), not a clean FIN.
   const ::linger hard{1, 0};
   ::setsockopt(client.native_handle(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);

@@ -11,9 +11,11 @@
 //    bytes in flight, so idle flows hold none.
 //  - plain copy through a per-worker buffer pool, when splice is off or the
 //    pipe pool is exhausted.
-// The relay is two coroutines joined by one `&&`: nothing else per flow.
-// An idle flow holds no buffer and no pipe: each direction waits for
-// readability before it takes either.
+// Both directions are driven by completion handlers from one object in
+// relay()'s frame: an idle flow holds that, one readiness wait per
+// direction, and no buffer or pipe (each direction waits for readability
+// before it takes either). A read shorter than the pipe or buffer ends a
+// burst without a probing read that would only say EAGAIN.
 
 #include <chrono>
 #include <cstddef>
