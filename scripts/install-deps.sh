@@ -17,7 +17,7 @@ test_pkgs=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   clang-14 libclang-rt-14-dev
   iproute2 iptables nginx-light dnsmasq-base curl openssl
-  nghttp2-client nghttp2-server prometheus python3 procps
+  nghttp2-client nghttp2-server prometheus python3 procps strace
 )
 
 pkgs=("${build_pkgs[@]}")

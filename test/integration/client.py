@@ -13,6 +13,8 @@ Each subcommand prints one JSON object (the last line of stdout); `hold` and
   tls    --dst IP:PORT --sni NAME --ca FILE [--path P] [--dribble S]
          real TLS (Python ssl) + HTTP/1.1 GET; --dribble sends the first
          flight (the ClientHello) one byte at a time
+  tls-seq --dst IP:PORT --sni NAME --ca FILE --n N [--requests K]
+         N TLS connections one after the other, K kept-alive GETs on each
   hold   --dst IP:PORT [--defer]   echo round trip, print, then on stdin:
          "close" closes, "wait" waits for the peer to close; --defer: print
          {"ready"} and connect only after a line on stdin
@@ -403,6 +405,31 @@ def cmd_tls(a):
     out(r)
 
 
+def cmd_tls_seq(a):
+    """--n TLS connections one after the other, each with --requests GETs
+    kept alive (the last asks Connection: close). A fixed workload for
+    counting the gateway's system calls per connection and per request."""
+    ok = failed = 0
+    ctx = ssl.create_default_context(cafile=a.ca)
+    for _ in range(a.n):
+        try:
+            s = connect(a.dst, a.src, 10)
+            conn = TlsConn(s, ctx, a.sni)
+            conn.handshake()
+            for i in range(a.requests):
+                last = i == a.requests - 1
+                conn.write(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n\r\n" % (
+                    a.path, a.sni, "close" if last else "keep-alive")).encode())
+                status, _, _ = read_http(conn)
+                if status != 200:
+                    raise OSError("status %s" % status)
+            close_after_eof(s)
+            ok += 1
+        except (OSError, ssl.SSLError):
+            failed += 1
+    out({"ok": ok, "failed": failed})
+
+
 def cmd_hold(a):
     if a.defer:
         # Started ahead of time (interpreter start-up can take seconds on a
@@ -726,6 +753,14 @@ def main():
     p.add_argument("--ca", required=True)
     p.add_argument("--path", default="/")
     p.add_argument("--dribble", type=float, default=0.0)
+
+    p = sp("tls-seq", cmd_tls_seq)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--sni", required=True)
+    p.add_argument("--ca", required=True)
+    p.add_argument("--path", default="/")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--requests", type=int, default=1)
 
     p = sp("hold", cmd_hold)
     p.add_argument("--dst", required=True)
