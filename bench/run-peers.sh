@@ -14,6 +14,10 @@
 # others: squid and egressd-explicit (CONNECT proxies), egressd-agent (node
 # agent -> central egressd, two hops), e.g.
 #   CONTESTANTS="squid egressd-explicit egressd-agent egressd" bench/run-peers.sh
+# egressd-before runs the egressd contestant with another binary, so a change
+# is measured before and after in one run:
+#   CONTESTANTS="haproxy nginx egressd-before egressd" \
+#     bench/run-peers.sh --egressd-before /tmp/egressd-old
 #
 # World (addresses only from 198.18.0.0/15, the benchmarking range):
 #
@@ -38,15 +42,18 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 
 egressd=""
+egressd_before=""
 tag=""
 args=()
 while (($#)); do
   case "$1" in
     --egressd) egressd="$2"; shift 2 ;;
     --egressd=*) egressd="${1#*=}"; shift ;;
+    --egressd-before) egressd_before="$2"; shift 2 ;;
+    --egressd-before=*) egressd_before="${1#*=}"; shift ;;
     --tag) tag="-$2"; shift 2 ;;
     --tag=*) tag="-${1#*=}"; shift ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -120,6 +127,7 @@ dns_pid=$!
 export PEERS_BACKEND_IP="$bip"
 export PEERS_BACKEND_NETNS="$bns"
 export PEERS_EGRESSD="$egressd"
+export PEERS_EGRESSD_BEFORE="$(readlink -f "${egressd_before:-$egressd}")"
 export PEERS_EGRESSD_PORT="${PEERS_EGRESSD_PORT:-22443}"
 export PEERS_EGRESSD_ADMIN_PORT="${PEERS_EGRESSD_ADMIN_PORT:-22901}"
 export PEERS_EGRESSD_ACCESS_LOG="${PEERS_EGRESSD_ACCESS_LOG:-/tmp/peersbench/egressd-access-$$.log}"
