@@ -15,6 +15,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libyaml-cpp0.7 libc-ares2 libidn2-0 libspdlog1.10 libfmt9 libboost-json1.81.0 \
+      libnghttp2-14 libssl3 libjemalloc2 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin egressd
 COPY --from=build /src/build/release/gateway/egressd /usr/local/bin/egressd

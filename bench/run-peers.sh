@@ -110,6 +110,13 @@ ip -n "$bns" addr add "$bip/24" dev veth-b
 # every contestant, not only during egressd's turns (this rule matches an
 # address nobody uses).
 ip netns exec "$hns" iptables -t nat -A OUTPUT -d 198.18.99.250/32 -j RETURN
+# Every client connection and every proxy's upstream connection goes from
+# one address to the origin's few ports, and each leaves a TIME_WAIT socket
+# for 60 s: with the default 28k ephemeral ports the contestants that run
+# later in a workload find the port space crowded (slow connect(), then
+# EADDRNOTAVAIL). A wide range and TIME_WAIT reuse for outgoing connections
+# (both per namespace) give every contestant the same empty start.
+ip netns exec "$hns" sysctl -q -w net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1
 
 # The origin's DNS: allowed.test and everything below it -> the origin, every
 # other .test name NXDOMAIN. TTL 60 s as a typical real record. The names the

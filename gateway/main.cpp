@@ -5,6 +5,15 @@
 #include "egressd/cli/cli.hpp"
 #include "egressd/server/gateway.hpp"
 
+#if defined(EGRESSD_JEMALLOC)
+// Read by jemalloc at start-up: pages freed by closed flows go back to the
+// system within about a second (its default keeps them 10 s), purged by a
+// background thread so an idle gateway shrinks too.
+extern "C" {
+const char* malloc_conf = "dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true";
+}
+#endif
+
 int main(int argc, char** argv) {
   const egressd::cli::RunGateway run = [](const std::string& config_path,
                                           const std::string& log_level, std::ostream& err) {

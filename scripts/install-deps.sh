@@ -11,7 +11,7 @@ build_pkgs=(
   build-essential cmake ninja-build pkg-config ccache git
   libboost1.81-dev libboost-json1.81-dev
   libssl-dev libnghttp2-dev libyaml-cpp-dev libc-ares-dev libidn2-dev
-  libcli11-dev libspdlog-dev libfmt-dev
+  libcli11-dev libspdlog-dev libfmt-dev libjemalloc-dev
 )
 test_pkgs=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev

@@ -27,6 +27,7 @@ namespace {
 
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kTrimAfterFlows = 1024;
+constexpr std::size_t kBuffersKeptAfterTrim = 4;
 
 // Runs the flow of one accepted connection on `worker`, by the listener's kind.
 void start_flow(Worker& worker, const std::shared_ptr<const ListenerInfo>& listener,
@@ -114,15 +115,6 @@ Worker::Worker(std::size_t index, const Services& services, std::size_t max_pipe
 }
 
 void Worker::sweep() {
-  // Give freed flow memory back to the system after a burst of flows has
-  // gone (glibc keeps freed coroutine frames in its arenas otherwise).
-  // At most once a second, and only after a large drop.
-  const std::size_t open = flows_.size();
-  peak_flows_ = std::max(peak_flows_, open);
-  if (peak_flows_ >= kTrimAfterFlows && open < peak_flows_ / 4) {
-    ::malloc_trim(0);
-    peak_flows_ = open;
-  }
   const auto now = std::chrono::steady_clock::now();
   for (auto& f : flows_) {
     if (f.control == nullptr) continue;
@@ -268,12 +260,24 @@ void Worker::revoke(std::shared_ptr<const Snapshot> s) {
 std::list<ActiveFlow>::iterator Worker::register_flow() {
   active_count_.fetch_add(1, std::memory_order_relaxed);
   flows_.emplace_front();
+  peak_flows_ = std::max(peak_flows_, flows_.size());
   return flows_.begin();
 }
 
 void Worker::unregister_flow(std::list<ActiveFlow>::iterator it) {
   flows_.erase(it);
   active_count_.fetch_sub(1, std::memory_order_relaxed);
+  // Give freed flow memory back to the system as soon as a burst of flows
+  // has mostly gone (glibc keeps freed frames in its arenas otherwise):
+  // once per fall to a quarter of the peak, so a storm of closes trims a
+  // few times, each cheaper, never once per flow.
+  if (peak_flows_ >= kTrimAfterFlows && flows_.size() < peak_flows_ / 4) {
+    peak_flows_ = flows_.size();
+    asio::post(io_, [this] {
+      buffers_.shrink(kBuffersKeptAfterTrim);
+      ::malloc_trim(0);
+    });
+  }
 }
 
 }  // namespace egressd::flow

@@ -219,7 +219,7 @@ class Worker {
   };
   std::vector<Acceptor> acceptors_;
   std::list<ActiveFlow> flows_;
-  std::size_t peak_flows_ = 0;  // since the last malloc_trim
+  std::size_t peak_flows_ = 0;  // open flows at most, since the last malloc_trim
   std::atomic<std::size_t> active_count_{0};
   relay::PipePool pipes_;
   relay::BufferPool buffers_;

@@ -67,6 +67,10 @@ class BufferPool {
   explicit BufferPool(std::size_t buffer_size = 64U << 10, std::size_t keep = 64);
   std::unique_ptr<std::byte[]> acquire();
   void release(std::unique_ptr<std::byte[]> b);
+  // Frees kept buffers beyond `keep` (after a burst, before a heap trim).
+  void shrink(std::size_t keep) {
+    if (free_.size() > keep) free_.resize(keep);
+  }
   [[nodiscard]] std::size_t buffer_size() const noexcept { return buffer_size_; }
 
  private:
