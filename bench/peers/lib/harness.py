@@ -654,7 +654,7 @@ class Bench:
         foreign = (jif1 - jif0) * 1e9 / hz - (our1 - our0)
         m["noise_pct"] = max(0.0, 100.0 * foreign / 1e9 / wall)
         m["steal_pct"] = 100.0 * (steal1 - steal0) / hz / wall
-        pc = int(PROXY_CPU)
+        pc = int(PROXY_CPU.split(",")[-1])  # egressd copy: a list (--proxy-cpu 0,1) counts its last CPU
         sirq_ns = procstat.softirq_jiffies(cpu0, cpu1, pc) * 1e9 / hz
         m[f"cpu{pc}_irq_pct"] = 100.0 * sirq_ns / 1e9 / wall
         if c.pid and wl != "idle":
@@ -696,7 +696,7 @@ class Bench:
         b, j0, o0 = procstat.cpu_times(), procstat.task_jiffies()[0], self.our_ns()
         time.sleep(2.0)
         a, j1, o1 = procstat.cpu_times(), procstat.task_jiffies()[0], self.our_ns()
-        self.idle_busy = procstat.busy_pct(b, a, int(PROXY_CPU))
+        self.idle_busy = procstat.busy_pct(b, a, int(PROXY_CPU.split(",")[-1]))
         self.idle_foreign = max(0.0, 100.0 * ((j1 - j0) * 1e9 / os.sysconf("SC_CLK_TCK") - (o1 - o0)) / 2e9)
         log(f"before load: CPU{PROXY_CPU} busy {self.idle_busy:.0f}%, CPU used by processes that are "
             f"not ours: {self.idle_foreign:.0f}% of a core")
@@ -1024,6 +1024,7 @@ def main():
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
                     help="comma list from: " + ",".join(WORKLOADS))
     ap.add_argument("--idle-n", type=int)
+    ap.add_argument("--conns", type=int, help="wrk/curl concurrency (default 50)")
     ap.add_argument("--seconds", type=int, help="duration of wrk runs")
     ap.add_argument("--out", help="results dir (default results/<stamp>)")
     ap.add_argument("--noise-max", type=float, default=15.0,
@@ -1052,6 +1053,8 @@ def main():
         p["reps"] = a.reps
     if a.idle_n:
         p["idle_n"] = a.idle_n
+    if a.conns:
+        p["conns"] = a.conns
     if a.seconds:
         p["wrk_s"] = p["iperf_s"] = a.seconds
     if a.retry_budget is None:
