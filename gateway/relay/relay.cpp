@@ -80,19 +80,14 @@ class Pumps {
     std::optional<DirectionEnd> end;
   };
 
-  void wait_readable(Direction& d) {
-    d.from->async_wait(Socket::wait_read, [this, &d](const boost::system::error_code& ec) {
-      if (ec) {
-        finish(d,
-               ec == asio::error::operation_aborted ? DirectionEnd::aborted : DirectionEnd::reset);
-        return;
-      }
-      pump(d);
-    });
-  }
+  // Waits for the source to be readable, or for the receiver to take more
+  // (backpressure), then pumps again; a failed or stopped wait ends the
+  // direction.
+  void wait_readable(Direction& d) { wait(d, *d.from, Socket::wait_read); }
+  void wait_writable(Direction& d) { wait(d, *d.to, Socket::wait_write); }
 
-  void wait_writable(Direction& d) {
-    d.to->async_wait(Socket::wait_write, [this, &d](const boost::system::error_code& ec) {
+  void wait(Direction& d, Socket& socket, Socket::wait_type what) {
+    socket.async_wait(what, [this, &d](const boost::system::error_code& ec) {
       if (ec) {
         finish(d,
                ec == asio::error::operation_aborted ? DirectionEnd::aborted : DirectionEnd::reset);
