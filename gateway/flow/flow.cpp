@@ -89,11 +89,7 @@ awaitable<RequestJudgement> judge_request(Worker& worker, const ListenerInfo& li
   facts.today = std::chrono::floor<std::chrono::days>(std::chrono::system_clock::now());
   facts.identity = rec.source_pod.get();
   facts.selectors = &selectors;
-  policy::Outcome outcome = decide(worker, policy, facts, nullptr);
-  if (outcome.needs_lookup) {
-    const ResolvedName resolved = co_await resolve_name(worker, std::move(outcome.lookup_name));
-    outcome = decide(worker, policy, facts, &resolved);
-  }
+  const policy::Outcome outcome = co_await decide_resolving(worker, policy, facts);
   const policy::Verdict& verdict = outcome.verdict;
   note_verdict(worker, verdict);
   RequestJudgement out;
@@ -533,11 +529,7 @@ awaitable<Admission> admit_flow(Worker& worker, FlowScope& flow, const ListenerI
   facts.selectors = &selectors;
   name_from_bytes(rec, sniffed);
 
-  policy::Outcome outcome = decide(worker, policy, facts, nullptr);
-  if (outcome.needs_lookup) {
-    const ResolvedName resolved = co_await resolve_name(worker, std::move(outcome.lookup_name));
-    outcome = decide(worker, policy, facts, &resolved);
-  }
+  const policy::Outcome outcome = co_await decide_resolving(worker, policy, facts);
   const policy::Verdict& verdict = outcome.verdict;
   note_verdict(worker, verdict);
   rec.decision = to_log(verdict.decision);

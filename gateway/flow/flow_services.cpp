@@ -89,4 +89,15 @@ boost::asio::awaitable<ResolvedName> resolve_name(Worker& worker, std::string na
   co_return out;
 }
 
+boost::asio::awaitable<policy::Outcome> decide_resolving(Worker& worker,
+                                                         const policy::CompiledPolicy& policy,
+                                                         const policy::FlowFacts& facts) {
+  policy::Outcome outcome = decide(worker, policy, facts, nullptr);
+  if (outcome.needs_lookup) {
+    const ResolvedName resolved = co_await resolve_name(worker, std::move(outcome.lookup_name));
+    outcome = decide(worker, policy, facts, &resolved);
+  }
+  co_return outcome;
+}
+
 }  // namespace egressd::flow

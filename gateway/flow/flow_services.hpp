@@ -37,5 +37,11 @@ policy::Outcome decide(Worker& worker, const policy::CompiledPolicy& policy,
                        const policy::FlowFacts& facts, const ResolvedName* resolved);
 // Resolves `name` through the shared resolver (a failure is an answer too).
 boost::asio::awaitable<ResolvedName> resolve_name(Worker& worker, std::string name);
+// decide(); when the verdict needs a lookup the cache cannot answer, looks
+// the name up and decides again with that answer. The outcome may still
+// say needs_lookup (the lookup failed): callers treat that as no address.
+boost::asio::awaitable<policy::Outcome> decide_resolving(Worker& worker,
+                                                         const policy::CompiledPolicy& policy,
+                                                         const policy::FlowFacts& facts);
 
 }  // namespace egressd::flow

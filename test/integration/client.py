@@ -378,13 +378,17 @@ def close_after_eof(s, timeout=2.0):
     s.close()
 
 
+def get_request(path, host, keep_alive):
+    return ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n\r\n" % (
+        path, host, "keep-alive" if keep_alive else "close")).encode()
+
+
 def tls_get(dst, sni, ca, path="/", dribble=0.0, src=None, keep_alive=False, timeout=20):
     s = connect(dst, src, timeout)
     ctx = ssl.create_default_context(cafile=ca)
     conn = TlsConn(s, ctx, sni, dribble)
     conn.handshake()
-    conn.write(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n\r\n" % (
-        path, sni, "keep-alive" if keep_alive else "close")).encode())
+    conn.write(get_request(path, sni, keep_alive))
     status, headers, body = read_http(conn)
     return s, conn, status, headers, body
 
@@ -417,9 +421,7 @@ def cmd_tls_seq(a):
             conn = TlsConn(s, ctx, a.sni)
             conn.handshake()
             for i in range(a.requests):
-                last = i == a.requests - 1
-                conn.write(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n\r\n" % (
-                    a.path, a.sni, "close" if last else "keep-alive")).encode())
+                conn.write(get_request(a.path, a.sni, keep_alive=i < a.requests - 1))
                 status, _, _ = read_http(conn)
                 if status != 200:
                     raise OSError("status %s" % status)

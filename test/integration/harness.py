@@ -58,12 +58,17 @@ class GatewayTest(unittest.TestCase):
     def setUpClass(cls):
         cls.world = current_world()
         cls.gw = W.Gateway(cls.world, EGRESSD, cls.make_config)
+        cls.place_config()
         try:
             cls.gw.start()
         except BaseException:
             cls.gw.stop()
             raise
         cls.log = cls.gw.log
+
+    @classmethod
+    def place_config(cls):
+        """Where the gateway's config file lives before it starts: as written."""
 
     @classmethod
     def tearDownClass(cls):
@@ -143,9 +148,7 @@ class ConfigMapGatewayTest(GatewayTest):
     version = 0
 
     @classmethod
-    def setUpClass(cls):
-        cls.world = current_world()
-        cls.gw = W.Gateway(cls.world, EGRESSD, cls.make_config)
+    def place_config(cls):
         mount = cls.world.path("configmap-%s-%d" % (cls.__name__, os.getpid()))
         os.makedirs(os.path.join(mount, "..v0"))
         shutil.move(cls.gw.config_path, os.path.join(mount, "..v0", "egressd.yaml"))
@@ -153,12 +156,6 @@ class ConfigMapGatewayTest(GatewayTest):
         os.symlink("..data/egressd.yaml", os.path.join(mount, "egressd.yaml"))
         cls.mount = mount
         cls.gw.config_path = os.path.join(mount, "egressd.yaml")
-        try:
-            cls.gw.start()
-        except BaseException:
-            cls.gw.stop()
-            raise
-        cls.log = cls.gw.log
 
     def publish(self, cfg):
         """A new timestamped directory with `cfg` (text, or a dict written as

@@ -427,6 +427,22 @@ class H2cDrainTest(harness.GatewayTest):
         self.assertRecord(rec, proto="h2c", decision="allow", rule="h2c-web", close="eof")
 
 
+def start_held_stream(test, file_name):
+    """An h2c GET of a 512 KiB file through the gateway whose client never
+    reads the body (the stream stays open); returns the client process once
+    the response headers have arrived."""
+    with open(test.world.path("h2c-www", file_name), "wb") as f:
+        f.write(os.urandom(512 * 1024))
+    req = {"authority": h2c_authority("allowed.test"), "path": "/" + file_name}
+    p = test.world.pod_popen([W.PYTHON, "-c", H2_CLIENT, A(W.WEB_IP, W.H2C_PORT), "--hold-forever",
+                              json.dumps(req)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = p.stdout.readline().decode()
+    if "headers" not in line:
+        p.kill()
+        test.fail("no response headers: %s" % (line or p.stderr.read()))
+    return p
+
+
 class H2cDrainDeadlineTest(harness.GatewayTest):
     """A stream that does not finish within timeouts.drain: the flow is
     stopped at the drain's end and recorded `drained`."""
@@ -436,13 +452,7 @@ class H2cDrainDeadlineTest(harness.GatewayTest):
                                      "drain": "2s"}}
 
     def test_a_stream_still_open_at_the_end_of_the_drain_is_drained(self):
-        with open(self.world.path("h2c-www", "stuck.bin"), "wb") as f:
-            f.write(os.urandom(512 * 1024))
-        req = {"authority": h2c_authority("allowed.test"), "path": "/stuck.bin"}
-        p = self.world.pod_popen([W.PYTHON, "-c", H2_CLIENT, A(W.WEB_IP, W.H2C_PORT), "--hold-forever",
-                                  json.dumps(req)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        line = p.stdout.readline().decode()
-        self.assertIn("headers", line, p.stderr.read() if not line else line)
+        p = start_held_stream(self, "stuck.bin")
         started = time.monotonic()
         self.gw.signal(signal.SIGTERM)
         self.assertEqual(json.loads(p.stdout.readline())["goaway"], {"last_stream_id": 1, "error": 0})
@@ -463,14 +473,8 @@ class H2cRevokeTest(harness.GatewayTest):
     config_overrides = {"policy": {"revoke_on_reload": True}}
 
     def test_a_reload_that_denies_the_name_closes_the_connection(self):
-        with open(self.world.path("h2c-www", "revoked.bin"), "wb") as f:
-            f.write(os.urandom(512 * 1024))
-        req = {"authority": h2c_authority("allowed.test"), "path": "/revoked.bin"}
-        p = self.world.pod_popen([W.PYTHON, "-c", H2_CLIENT, A(W.WEB_IP, W.H2C_PORT), "--hold-forever",
-                                  json.dumps(req)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = start_held_stream(self, "revoked.bin")
         try:
-            line = p.stdout.readline().decode()
-            self.assertIn("headers", line, p.stderr.read() if not line else line)
             cfg = json.loads(json.dumps(self.gw.config))
             cfg["policy"]["rules"].insert(0, {"name": "no-more-allowed", "action": "deny",
                                               "to": [{"host": "allowed.test", "ports": [W.H2C_PORT]}]})
