@@ -5,9 +5,11 @@
                              c1 (central)      10.200.21.2 --+                    (nginx, dnsmasq, echo)
                              c2 (central)      10.200.22.2 --+
 
-- Each node REDIRECTs the TCP its pod sends (only packets arriving from the
-  pod's link) to its egressd agent on :15001, a redirect listener with
-  `forward: "central.test:15008"`.
+- Each node runs the shipped node-rule script
+  (k8s/scripts/egressd-node-rules.sh, what the DaemonSet runs): TCP from its
+  pod's /24 to anywhere outside 10.200.0.0/16 goes to its egressd agent on
+  :15001, a redirect listener with `forward: "central.test:15008"`; UDP 443
+  from the pod is refused.
 - dnsmasq answers central.test with both central addresses (a headless
   Service's two replicas), and the world's usual test names.
 - Each central runs egressd with a PROXY listener on :15008 whose
@@ -40,6 +42,9 @@ AGENT_PORT = 15001
 CENTRAL_PORT = 15008
 CENTRAL_NAME = "central.test"
 AGENT_MARK = 42  # upstream.mark of the agents
+CLUSTER_CIDR = "10.200.0.0/16"  # nodes, pods and centrals: exempt from redirection
+NODE_RULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "k8s", "scripts",
+                          "egressd-node-rules.sh")
 
 # (namespace suffix, core-side link, core address, far address)
 _LINKS = [
@@ -117,17 +122,30 @@ class NodesWorld(W.World):
             up(self.ns[node], dev, node_ip + "/24")
             up(self.ns[pod], "eth0", pod_ip + "/24")
             W.run(["ip", "-n", self.ns[pod], "route", "add", "default", "via", node_ip])
+            # The pod network is routed, as in a cluster: traffic the node
+            # rules leave alone (the cluster range) reaches its peers.
+            far_node = dict((s, far) for s, _, _, far in _LINKS)[node]
+            W.run(["ip", "-n", self.core, "route", "add", pod_ip.rsplit(".", 1)[0] + ".0/24", "via", far_node])
             self._ns(self.ns[node], "sysctl", "-qw", *forward)
 
     def set_interception(self, mode):
-        """Each node REDIRECTs its pod's TCP to its agent; the agents' own
-        upstream sockets carry upstream.mark, which a counting rule sees."""
-        for _, node, dev, _, _ in _PODS:
-            self._ns(self.ns[node], "iptables", "-t", "nat", "-A", "PREROUTING", "-i", dev, "-p", "tcp",
-                     "-j", "REDIRECT", "--to-ports", str(AGENT_PORT))
+        """Each node runs the shipped node-rule script (the DaemonSet's init
+        step, k8s/scripts/egressd-node-rules.sh): its pod's TCP goes to the
+        agent, the cluster's own range stays direct, UDP 443 is refused. A
+        counting rule (not part of the script) sees the agents' marked
+        upstream packets."""
+        for _, node, _, _, pod_ip in _PODS:
+            self.node_rules(node, "install", "--pod-cidr", pod_ip.rsplit(".", 1)[0] + ".0/24")
             self._ns(self.ns[node], "iptables", "-t", "mangle", "-A", "OUTPUT", "-p", "tcp", "--dport",
                      str(CENTRAL_PORT), "-m", "mark", "--mark", str(AGENT_MARK))
         self.interception = "redirect"
+
+    def node_rules(self, node, action, *args, check=True):
+        """Runs the node-rule script in `node` with the world's settings."""
+        cmd = ["sh", NODE_RULES, action]
+        if action == "install":
+            cmd += list(args) + ["--exempt", CLUSTER_CIDR, "--port", str(AGENT_PORT), "--mark", str(AGENT_MARK)]
+        return self._ns(self.ns[node], *cmd, check=check)
 
     def _popen(self, name, ns, cmd, stdout=None, stdin=None):
         # World's dnsmasq, also answering central.test with both replicas.

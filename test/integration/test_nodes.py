@@ -285,6 +285,94 @@ class BlackholeTest(NodesTest):
             W.run(["ip", "netns", "exec", core, "iptables", "-D"] + rule)
 
 
+class NodeRulesTest(NodesTest):
+    """The shipped node-rule script (k8s/scripts/egressd-node-rules.sh), as
+    the DaemonSet runs it: idempotent, cluster range exempt, QUIC refused,
+    removed cleanly and reinstalled."""
+
+    def rules(self, node):
+        out = self.world._ns(self.world.ns[node], "sh", "-c", "iptables -t nat -S; iptables -t filter -S").stdout
+        return sorted(line for line in out.splitlines() if "EGRESSD" in line)
+
+    def test_install_again_changes_nothing(self):
+        before = self.rules("n1")
+        self.assertTrue(any("REDIRECT" in r and "--to-ports %d" % N.AGENT_PORT in r for r in before), before)
+        self.assertEqual(sum(1 for r in before if r.startswith("-A PREROUTING")), 1, before)
+        self.world.node_rules("n1", "install", "--pod-cidr", "10.200.101.0/24")
+        self.world.node_rules("n1", "install", "--pod-cidr", "10.200.101.0/24")
+        self.assertEqual(self.rules("n1"), before)
+        self.assertEqual(self.world.node_rules("n1", "status").returncode, 0)
+        r = self.world.curl_from("p1", "https://allowed.test/", W.WEB_IP)
+        self.assertEqual((r.rc, r.status), (0, 200), r)
+        self.assertForwarded(self.agent_flows(self.a1, 1), N.POD1_IP, A(W.WEB_IP, 443))
+
+    def test_cluster_range_is_not_redirected(self):
+        # A pod reaching a central directly stays direct (exempt range), so
+        # the central sees the pod itself, which it does not trust.
+        forged = _proxy_v2(N.POD1_IP, 40000, W.WEB_IP, 80) + b"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+        r = self.world.raw_from("p1", N.CENTRAL1_IP, N.CENTRAL_PORT, forged)
+        self.assertIn(r["closed"], ("eof", "reset"), r)
+        self.assertEqual(r["received"], b"", r)
+        rec = self.c1.log.wait(W.match(event="flow", rule="builtin:untrusted-peer"), since=self.since(self.c1))
+        self.assertTrue(rec["src"].startswith(N.POD1_IP + ":"), "the pod's own address: %s" % rec)
+        self.assertEqual(self.a1.log.find(W.match(event="flow"), self.since(self.a1)), [],
+                         "the agent never saw it")
+
+    def test_quic_is_refused_so_clients_fall_back_to_tcp(self):
+        code = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"\xc0quic-initial")
+try:
+    s.recv(100)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"""
+        out = {}
+        for port in (443, 53):
+            p = self.world.run_in("p1", [W.PYTHON, "-c", code, W.WEB_IP, str(port)], timeout=15)
+            out[port] = p.stdout.decode().strip()
+        # 443: the node's REJECT; 53: passes the node (dnsmasq answers or
+        # the inet host refuses: either way not our rule).
+        self.assertEqual(out[443], "refused", out)
+        counters = self.world._ns(self.world.ns["n1"], "iptables", "-t", "filter", "-L", "EGRESSD-QUIC", "-v",
+                                  "-x", "-n").stdout
+        hits = [int(line.split()[0]) for line in counters.splitlines() if "dpt:443" in line]
+        self.assertEqual(hits, [1], counters)
+
+    def test_remove_then_install_again(self):
+        self.world.node_rules("n1", "remove")
+        try:
+            self.assertEqual(self.rules("n1"), [])
+            self.assertNotEqual(self.world.node_rules("n1", "status", check=False).returncode, 0)
+            # Without the rules the pod's connection goes straight out: the
+            # agent records nothing (the router lets it through here).
+            mark = self.a1.log.mark()
+            r = self.world.curl_from("p1", "http://allowed.test/", W.WEB_IP)
+            self.assertEqual((r.rc, r.status), (0, 200), r)
+            time.sleep(0.3)
+            self.assertEqual(self.a1.log.find(W.match(event="flow"), mark), [])
+        finally:
+            self.world.node_rules("n1", "install", "--pod-cidr", "10.200.101.0/24")
+        r = self.world.curl_from("p1", "http://allowed.test/", W.WEB_IP)
+        self.assertEqual((r.rc, r.status), (0, 200), r)
+        self.assertForwarded(self.agent_flows(self.a1, 1), N.POD1_IP, A(W.WEB_IP, 80))
+
+    def test_bad_arguments_are_refused_without_touching_the_rules(self):
+        before = self.rules("n1")
+        for args in (["install"], ["install", "--pod-cidr", "10.0.0.0/8", "--port", "x"], ["frobnicate"],
+                     ["install", "--pod-cidr"]):
+            with self.subTest(args=args):
+                p = self.world._ns(self.world.ns["n1"], "sh", N.NODE_RULES, *args, check=False)
+                self.assertEqual(p.returncode, 2, p)
+        self.assertEqual(self.rules("n1"), before)
+
+
 def _proxy_v2(src_ip, src_port, dst_ip, dst_port):
     """A PROXY v2 header (INET, STREAM), as a node agent writes it."""
     import socket
