@@ -57,7 +57,7 @@ class GatewayTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.world = current_world()
-        cls.gw = W.Gateway(cls.world, EGRESSD, cls.make_config)
+        cls.gw = cls.make_gateway()
         cls.place_config()
         try:
             cls.gw.start()
@@ -65,6 +65,11 @@ class GatewayTest(unittest.TestCase):
             cls.gw.stop()
             raise
         cls.log = cls.gw.log
+
+    @classmethod
+    def make_gateway(cls):
+        """The egressd these tests run against (not yet started)."""
+        return W.Gateway(cls.world, EGRESSD, cls.make_config)
 
     @classmethod
     def place_config(cls):
@@ -146,6 +151,11 @@ class ConfigMapGatewayTest(GatewayTest):
     update."""
 
     version = 0
+
+    @classmethod
+    def make_gateway(cls):
+        """The egressd these tests run against (not yet started)."""
+        return W.Gateway(cls.world, EGRESSD, cls.make_config)
 
     @classmethod
     def place_config(cls):

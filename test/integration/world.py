@@ -80,6 +80,8 @@ REBIND_DNS_PORT = 5353
 
 REDIRECT_PORT = 15001
 TPROXY_PORT = 15002
+TPROXY_RULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "k8s", "scripts",
+                            "egressd-tproxy-rules.sh")
 ADMIN = "127.0.0.1:9901"
 
 # DNS answers served by dnsmasq. DNS_DOMAINS also answer for every name below
@@ -312,22 +314,15 @@ class World:
             raise ValueError("interception must be None, 'redirect' or 'tproxy'")
         for tool in ("iptables", "ip6tables"):
             self._ns(self.gw, tool, "-t", "nat", "-F", "PREROUTING")
-            self._ns(self.gw, tool, "-t", "mangle", "-F", "PREROUTING")
-        for fam in ("-4", "-6"):
-            run(["ip", "-n", self.gw, fam, "rule", "del", "fwmark", "1", "lookup", "100"], check=False)
-            run(["ip", "-n", self.gw, fam, "route", "flush", "table", "100"], check=False)
+        self._ns(self.gw, "sh", TPROXY_RULES, "remove")
         if mode == "redirect":
             for tool in ("iptables", "ip6tables"):
                 self._ns(self.gw, tool, "-t", "nat", "-A", "PREROUTING", "-i", "gw-pod", "-p", "tcp",
                          "-j", "REDIRECT", "--to-ports", str(REDIRECT_PORT))
         elif mode == "tproxy":
-            for tool in ("iptables", "ip6tables"):
-                self._ns(self.gw, tool, "-t", "mangle", "-A", "PREROUTING", "-i", "gw-pod", "-p", "tcp",
-                         "-j", "TPROXY", "--on-port", str(TPROXY_PORT), "--tproxy-mark", "1")
-            run(["ip", "-n", self.gw, "-4", "rule", "add", "fwmark", "1", "lookup", "100"])
-            run(["ip", "-n", self.gw, "-4", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"])
-            run(["ip", "-n", self.gw, "-6", "rule", "add", "fwmark", "1", "lookup", "100"])
-            run(["ip", "-n", self.gw, "-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100"])
+            # The shipped script of the tproxy-egress-nodes overlay.
+            self._ns(self.gw, "sh", TPROXY_RULES, "install", "--in-interface", "gw-pod",
+                     "--port", str(TPROXY_PORT), "--mark", "1", "--table", "100")
         self.interception = mode
 
     def path(self, *parts):
@@ -375,7 +370,8 @@ class World:
     def _popen(self, name, ns, cmd, stdout=None, stdin=None):
         out = stdout if stdout is not None else open(self.path(name + ".out"), "wb")
         err = open(self.path(name + ".err"), "wb")
-        p = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, stdout=out, stderr=err, stdin=stdin or subprocess.DEVNULL)
+        prefix = ["ip", "netns", "exec", ns] if ns else []  # no ns: the command joins one itself
+        p = subprocess.Popen(prefix + cmd, stdout=out, stderr=err, stdin=stdin or subprocess.DEVNULL)
         if stdout is None:
             out.close()
         err.close()
@@ -717,24 +713,34 @@ class Metrics(dict):
 class Gateway:
     """One egressd process in the gw namespace."""
 
-    def __init__(self, world, egressd, config_fn, name="egressd"):
-        """config_fn(access_log_path) -> config dict."""
+    def __init__(self, world, egressd, config_fn, name="egressd", directory=None):
+        """config_fn(access_log_path) -> config dict. The config and the
+        access log go in `directory` (default: the world's)."""
         _counter[0] += 1
         self.world = world
         self.egressd = egressd
         self.name = "%s-%d" % (name, _counter[0])
-        self.log = AccessLog(world.path(self.name + ".access.log"))
+        directory = directory or world.dir
+        self.log = AccessLog(os.path.join(directory, self.name + ".access.log"))
         self.config = config_fn(self.log.path)
-        self.config_path = world.path(self.name + ".yaml")
+        self.config_path = os.path.join(directory, self.name + ".yaml")
         with open(self.config_path, "w") as f:
             json.dump(self.config, f, indent=2)
         self.proc = None
         self.returncode = None
 
-    def start(self, ready_timeout=15):
+    def command(self):
+        """The command line that runs this egressd (in the gw namespace)."""
         if not self.egressd or not os.path.exists(self.egressd):
             raise RuntimeError("egressd binary not found: %r (pass --egressd)" % self.egressd)
-        self.proc = self.world._popen(self.name, self.world.gw, [self.egressd, "--config", self.config_path])
+        return [self.egressd, "--config", self.config_path]
+
+    # The command joins the gw namespace itself (False: it is run with `ip
+    # netns exec`).
+    joins_namespace = False
+
+    def start(self, ready_timeout=15):
+        self.proc = self.world._popen(self.name, None if self.joins_namespace else self.world.gw, self.command())
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
