@@ -309,6 +309,10 @@ void Registry::reload_failed() noexcept {
   reloads_failed_.fetch_add(1, std::memory_order_relaxed);
 }
 
+void Registry::set_flows_limit(std::uint64_t limit) noexcept {
+  flows_limit_.store(limit, std::memory_order_relaxed);
+}
+
 void Registry::set_kubernetes_source(std::function<KubernetesStatus()> source) {
   std::lock_guard lock(source_mu_);
   kubernetes_ = std::move(source);
@@ -461,6 +465,10 @@ void Registry::render_egressd(std::string& out) const {
     sample(out, "egressd_flows_active", {{"listener", listeners[l]}},
            static_cast<std::uint64_t>(std::max<std::int64_t>(0, active[l])));
   }
+
+  header(out, "egressd_flows_limit", "gauge",
+         "Concurrent flows allowed (limits.max_connections, or what the fd limit allows).");
+  sample(out, "egressd_flows_limit", {}, flows_limit_.load(std::memory_order_relaxed));
 
   header(out, "egressd_flows_total", "counter",
          "Connections ended, by protocol and final decision and rule.");

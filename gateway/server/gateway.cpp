@@ -216,6 +216,7 @@ class Gateway {
     const std::uint64_t reserve = 64 + 2ULL * pipes_per_worker * worker_count;
     if (max_connections == 0) max_connections = fds > reserve + 2 ? (fds - reserve) / 2 : 1;
     connection_limit_ = std::make_unique<flow::ConnectionLimit>(max_connections);
+    metrics_->set_flows_limit(max_connections);
 
     flow::Services services;
     services.access_log = access_log_.get();

@@ -19,7 +19,7 @@ RULES = [
 ]
 
 CONTRACT_METRICS = [
-    ("egressd_flows_total", "counter"), ("egressd_flows_active", "gauge"),
+    ("egressd_flows_total", "counter"), ("egressd_flows_active", "gauge"), ("egressd_flows_limit", "gauge"),
     ("egressd_flow_bytes_total", "counter"), ("egressd_flow_duration_seconds", "histogram"),
     ("egressd_http_requests_total", "counter"), ("egressd_upstream_connect_failures_total", "counter"),
     ("egressd_dns_queries_total", "counter"), ("egressd_access_log_dropped_total", "counter"),
@@ -358,6 +358,7 @@ class ConnectionLimitTest(harness.GatewayTest):
     config_overrides = {"limits": {"max_connections": 2}}
 
     def test_over_the_limit_is_closed(self):
+        self.assertEqual(self.m0.sum("egressd_flows_limit"), 2)  # what saturation alerts divide by
         held = [HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT)) for _ in range(2)]
         r = self.world.client("raw", "--dst", A(W.ECHO_IP, W.ECHO_PORT), "--send-hex", b"hi\n".hex(),
                               "--shut-wr")

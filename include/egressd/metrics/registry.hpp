@@ -215,6 +215,10 @@ class Registry {
   // families are written only then.
   void set_kubernetes_source(std::function<KubernetesStatus()> source);
 
+  // egressd_flows_limit: the concurrent-flow limit in force
+  // (limits.max_connections, or what the descriptor limit allows).
+  void set_flows_limit(std::uint64_t limit) noexcept;
+
   // Where egressd_access_log_dropped_total comes from (AccessLog::dropped_total).
   // Called at each scrape; set it before serving scrapes or from any thread.
   void set_access_log_dropped_source(std::function<std::uint64_t()> source);
@@ -237,6 +241,7 @@ class Registry {
   std::atomic<std::uint64_t> reloads_failed_{0};
   std::atomic<std::uint64_t> generation_{0};
   std::atomic<std::int64_t> last_success_ms_{0};  // since the epoch; 0 = never
+  std::atomic<std::uint64_t> flows_limit_{0};
 
   mutable std::mutex source_mu_;
   std::function<std::uint64_t()> access_log_dropped_;  // guarded by source_mu_

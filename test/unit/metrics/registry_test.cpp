@@ -83,6 +83,9 @@ egressd_flow_duration_seconds_count{listener="transparent"} 4
 # TYPE egressd_flows_active gauge
 egressd_flows_active{listener="proxy"} 0
 egressd_flows_active{listener="transparent"} 1
+# HELP egressd_flows_limit Concurrent flows allowed (limits.max_connections, or what the fd limit allows).
+# TYPE egressd_flows_limit gauge
+egressd_flows_limit 9456
 # HELP egressd_flows_total Connections ended, by protocol and final decision and rule.
 # TYPE egressd_flows_total counter
 egressd_flows_total{listener="proxy",proto="http",decision="deny",rule="builtin:sniff_timeout"} 1
@@ -157,6 +160,7 @@ std::unique_ptr<Registry> make_populated() {
   reg.reload_failed();
   reg.reload_succeeded(2, epoch_ms(1'700'000'100'250));
   reg.set_access_log_dropped_source([] { return std::uint64_t{7}; });
+  reg.set_flows_limit(9456);
   return owned;
 }
 
