@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The config shipped in k8s/configmap.yaml must pass `egressd check`."""
+"""The config shipped in k8s/base/configmap.yaml must pass `egressd check`."""
 import subprocess
 import sys
 import tempfile
