@@ -63,7 +63,7 @@ if ((quick == 0)); then
   stage "fuzz build"
   cmake --preset fuzz >/dev/null
   cmake --build --preset fuzz -j "$JOBS"
-  for fuzzer in client_hello_fuzz http1_head_fuzz proxy_header_fuzz config_loader_fuzz access_log_record_fuzz ip_literal_fuzz k8s_event_fuzz http1_stream_fuzz h2c_proxy_fuzz; do
+  for fuzzer in client_hello_fuzz http1_head_fuzz proxy_header_fuzz config_loader_fuzz access_log_record_fuzz ip_literal_fuzz k8s_event_fuzz k8s_watch_stream_fuzz dns_answer_fuzz http1_stream_fuzz h2c_proxy_fuzz; do
     stage "fuzz $fuzzer for ${FUZZ_SECONDS}s"
     work=$(mktemp -d /tmp/egressd-fuzz.XXXXXX)
     cp -r "test/fuzz/corpus/$fuzzer/." "$work/"

@@ -33,6 +33,7 @@
 #include <boost/json/value.hpp>
 #include <spdlog/spdlog.h>
 
+#include "egressd/k8s/watch_stream.hpp"
 #include "egressd/version.hpp"
 
 namespace egressd::k8s {
@@ -432,50 +433,26 @@ struct Watcher::Impl {
 
   // One event line. Sets `changed` when the index changed.
   MaybeFailure handle_event(Resource r, std::string_view line, bool& changed) {
-    json::error_code ec;
-    const auto v = json::parse(line, ec);
-    if (ec) return Failure{RestartReason::error, "watch event: " + ec.message()};
-    const auto* obj = v.if_object();
-    const json::value* object = obj != nullptr ? obj->if_contains("object") : nullptr;
-    const std::string type = string_at(&v, {"type"});
-    if (object == nullptr || type.empty()) {
-      return Failure{RestartReason::error, "watch event without type or object"};
+    WatchDecoded decoded = decode_watch_event(line);
+    if (auto* failure = std::get_if<WatchFailure>(&decoded)) {
+      return Failure{failure->gone ? RestartReason::gone : RestartReason::error,
+                     std::move(failure->message)};
     }
+    auto& event = std::get<WatchEvent>(decoded);
     auto& s = st(r);
-    if (type == "ERROR") {
-      const auto* so = object->if_object();
-      const auto* code = so != nullptr ? so->if_contains("code") : nullptr;
-      const std::string message = string_at(object, {"message"});
-      if (code != nullptr && code->is_number() && code->to_number<double>() == 410) {
-        return Failure{RestartReason::gone, "watch: " + message};
+    if (event.type != WatchEvent::Type::bookmark) {
+      const EventType et = event.index_event();
+      const bool ok = r == Resource::pods ? index.apply_pod(et, event.object)
+                                          : index.apply_namespace(et, event.object);
+      if (!ok) {
+        // Not fatal: the rest of the stream is fine. The object is skipped.
+        spdlog::warn("kubernetes: watch {}: skipped an event with a malformed object",
+                     to_string(r));
+      } else {
+        changed = true;
       }
-      return Failure{RestartReason::error, "watch ERROR event: " + message};
     }
-    const std::string version = string_at(object, {"metadata", "resourceVersion"});
-    if (type == "BOOKMARK") {
-      if (!version.empty()) s.resource_version = version;
-      return std::nullopt;
-    }
-    EventType et{};
-    if (type == "ADDED") {
-      et = EventType::added;
-    } else if (type == "MODIFIED") {
-      et = EventType::modified;
-    } else if (type == "DELETED") {
-      et = EventType::deleted;
-    } else {
-      return Failure{RestartReason::error, "watch event of unknown type " + type};
-    }
-    const bool ok =
-        r == Resource::pods ? index.apply_pod(et, *object) : index.apply_namespace(et, *object);
-    if (!ok) {
-      // Not fatal: the rest of the stream is fine. The object is skipped.
-      spdlog::warn("kubernetes: watch {}: skipped a {} event with a malformed object", to_string(r),
-                   type);
-    } else {
-      changed = true;
-    }
-    if (!version.empty()) s.resource_version = version;
+    if (!event.resource_version.empty()) s.resource_version = std::move(event.resource_version);
     return std::nullopt;
   }
 
@@ -486,35 +463,19 @@ struct Watcher::Impl {
                                percent_encode(s.resource_version) +
                                "&timeoutSeconds=" + std::to_string(opt.watch_timeout.count());
     Connection conn(io, tls);
-    std::string pending;  // an event's bytes until its newline
+    WatchLineSplitter lines(opt.max_event_bytes);
     auto f = co_await exchange(
         conn, target, opt.stall_timeout,
         [&](std::string_view data) -> MaybeFailure {
           touch(r);
           bool changed = false;
           MaybeFailure out;
-          while (!data.empty()) {
-            const auto nl = data.find('\n');
-            const auto piece = data.substr(0, nl);
-            if (pending.size() + piece.size() > opt.max_event_bytes) {
-              out = Failure{RestartReason::error, "a watch event is larger than the limit"};
-              break;
-            }
-            if (nl == std::string_view::npos) {
-              pending.append(piece);
-              break;
-            }
-            data.remove_prefix(nl + 1);
-            std::string_view line = piece;
-            if (!pending.empty()) {
-              pending.append(piece);
-              line = pending;
-            }
-            if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
-              out = handle_event(r, line, changed);
-            }
-            pending.clear();
-            if (out) break;
+          const auto stop = lines.feed(data, [&](std::string_view line) {
+            out = handle_event(r, line, changed);
+            return !out;
+          });
+          if (stop == WatchLineSplitter::Stop::line_too_long) {
+            out = Failure{RestartReason::error, "a watch event is larger than the limit"};
           }
           if (changed) publish();
           return out;
@@ -523,7 +484,7 @@ struct Watcher::Impl {
     if (opened && !f) {
       // The server ended the watch (timeoutSeconds): the stream may end with
       // an unterminated event only if it was cut.
-      if (!pending.empty()) f = Failure{RestartReason::closed, "watch ended inside an event"};
+      if (lines.mid_line()) f = Failure{RestartReason::closed, "watch ended inside an event"};
     }
     co_return f;
   }
