@@ -3,7 +3,8 @@
 # test. What CI runs (.ci/run calls exactly this).
 #
 #   scripts/test.sh               everything: release + tests, ASan/UBSan unit
-#                                 tests, fuzz targets for FUZZ_SECONDS each
+#                                 and integration tests, fuzz targets for
+#                                 FUZZ_SECONDS each
 #   scripts/test.sh --quick       release build + tests only
 #
 # Environment: FUZZ_SECONDS (default 30), JOBS (default: nproc).
@@ -59,6 +60,10 @@ if ((quick == 0)); then
   cmake --build --preset asan-ubsan -j "$JOBS"
   stage "ASan + UBSan unit tests"
   run_ctest asan-ubsan "$logs/asan.log" -L unit
+  # The namespace world against the sanitized egressd (leaks are checked at
+  # each exit); the image and the syscall guard are release-only.
+  stage "ASan + UBSan integration tests"
+  run_ctest asan-ubsan "$logs/asan-integration.log" -L integration -E '^(image|perf)\.'
 
   stage "fuzz build"
   cmake --preset fuzz >/dev/null
@@ -82,7 +87,7 @@ fi
 stage "done"
 # CI shows only the end of this output: name what failed here, with the
 # failing test cases of the integration suites (unittest's FAIL/ERROR lines).
-for log in "$logs"/release.log "$logs"/asan.log; do
+for log in "$logs"/release.log "$logs"/asan.log "$logs"/asan-integration.log; do
   [[ -f "$log" ]] || continue
   grep -E '^FLAKY: ' "$log" | sort -u || true
   if grep -q 'The following tests FAILED' "$log"; then

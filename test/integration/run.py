@@ -47,6 +47,18 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt("signal %d" % signum)
 
 
+def sanitizer_of(binary):
+    """"asan" or "tsan" when the binary was built with that sanitizer."""
+    if not binary or not os.path.exists(binary):
+        return None
+    with open(binary, "rb") as f:
+        data = f.read()
+    for marker, name in ((b"__tsan_init", "tsan"), (b"__asan_init", "asan")):
+        if marker in data:
+            return name
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--egressd", help="the egressd binary")
@@ -64,6 +76,9 @@ def main():
         os.environ["EGRESSD"] = os.path.abspath(a.egressd)
     import harness  # after EGRESSD is set
     harness.EGRESSD = os.environ.get("EGRESSD")
+    harness.SANITIZER = sanitizer_of(harness.EGRESSD)
+    if harness.SANITIZER:
+        print("egressd is built with %s: tests of memory and speed are skipped" % harness.SANITIZER)
 
     # ctest's timeout and ^C both end in the worlds' cleanup.
     signal.signal(signal.SIGTERM, _interrupt)

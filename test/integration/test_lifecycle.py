@@ -916,7 +916,7 @@ class SlowReloadTest(ReloadHelpers, harness.GatewayTest):
         self.write_config(small)
         self.gw.signal(signal.SIGHUP)
 
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + (180 if harness.SANITIZER else 60)
         while self.reloads("success") < successes + 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         took = time.monotonic() - t0
@@ -933,6 +933,7 @@ class SlowReloadTest(ReloadHelpers, harness.GatewayTest):
         self.assertRecord(self.flow(src=r["local"]), rule="echo-small")
         # /healthz answered all along (4 s of probes cover the compile).
         self.assertEqual(probes["failures"], 0, probes)
-        self.assertLess(probes["slowest_ms"], 1000, probes)  # a blocked control thread: seconds
+        if not harness.SANITIZER:  # a sanitizer's slowness is not a blocked control thread
+            self.assertLess(probes["slowest_ms"], 1000, probes)  # a blocked control thread: seconds
         print("slow reload: newest config applied %.1f s after the big one was sent; /healthz %s"
               % (took, probes))
