@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -166,11 +167,9 @@ void AccessLog::run() {
       const std::size_t first = i;
       while (i < batch.size() && buf.size() < kChunkBytes) append_record_line(buf, batch[i++]);
       const std::size_t n = i - first;
-      if (write_all(buf)) {
-        written_.fetch_add(n, std::memory_order_relaxed);
-      } else {
-        dropped_.fetch_add(n, std::memory_order_relaxed);
-      }
+      const std::size_t ok = write_chunk(buf);
+      written_.fetch_add(ok, std::memory_order_relaxed);
+      dropped_.fetch_add(n - ok, std::memory_order_relaxed);
       bool resumed = false;
       {
         std::lock_guard progress_lock(mu_);
@@ -192,7 +191,23 @@ void AccessLog::run() {
   }
 }
 
-bool AccessLog::write_all(const std::string& buf) {
+std::size_t AccessLog::write_chunk(std::string_view buf) {
+  std::size_t written = 0;
+  auto backoff = std::chrono::milliseconds(50);
+  for (;;) {
+    const std::size_t done = write_lines(buf);
+    written += static_cast<std::size_t>(std::count(buf.begin(), buf.begin() + done, '\n'));
+    buf.remove_prefix(done);
+    if (buf.empty() || on_full_ == config::OnFull::drop) return written;
+    // block: keep the records and try again; the queue fills meanwhile and
+    // accepting pauses. Only a stop gives up (and counts what is lost).
+    std::unique_lock lock(mu_);
+    if (wake_writer_.wait_for(lock, backoff, [&] { return stopping_; })) return written;
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+}
+
+std::size_t AccessLog::write_lines(std::string_view buf) {
   std::size_t off = 0;
   while (off < buf.size()) {
     const ssize_t n = ::write(fd_, buf.data() + off, buf.size() - off);
@@ -208,13 +223,24 @@ bool AccessLog::write_all(const std::string& buf) {
       continue;
     }
     report_write_failure(errno);
-    return false;
+    // A record cut in the middle must not run into the next one written:
+    // take its head off the file again (a regular file; a pipe cannot
+    // fail this way).
+    const std::size_t whole = buf.substr(0, off).rfind('\n') + 1;  // 0 when none
+    if (const std::size_t torn = off - whole; torn > 0) {
+      struct stat st {};
+      if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode) &&
+          static_cast<std::size_t>(st.st_size) >= torn) {
+        (void)::ftruncate(fd_, st.st_size - static_cast<off_t>(torn));
+      }
+    }
+    return whole;
   }
   if (failing_) {
     failing_ = false;
     say("egressd: access log: writing again\n");
   }
-  return true;
+  return off;
 }
 
 void AccessLog::do_reopen() {
@@ -240,7 +266,9 @@ void AccessLog::report_write_failure(int err) {
   if (!path_.empty()) line += " " + path_;
   line += ": write failed: ";
   line += std::strerror(err);
-  line += "; records are lost and counted until writes succeed again\n";
+  line += on_full_ == config::OnFull::drop
+              ? "; records are dropped and counted until writes succeed again\n"
+              : "; records are kept and the write retried (on_full: block)\n";
   say(line);
 }
 

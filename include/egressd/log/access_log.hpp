@@ -11,6 +11,13 @@
 //   new flows. It turns false again, and Options::on_resume runs, once the
 //   writer has brought the backlog down to `low_water`.
 //
+// A failed write (a full disk): in block mode the writer keeps the records
+// and tries again (50 ms, doubling to 1 s) until the write succeeds or the
+// log stops, so the queue fills and accepting pauses; in drop mode the
+// chunk's unwritten records are dropped and counted one by one. Either way
+// the file holds whole lines only: a record cut by the failure is cut off
+// the file again before anything else is written.
+//
 // Threads: submit(), accepting_paused() and the counters are safe from any
 // thread. reopen(), flush() and stop() from any thread but the writer's
 // callbacks. Nothing here is async-signal-safe: call reopen() from a signal
@@ -24,6 +31,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -110,8 +118,13 @@ class AccessLog {
   AccessLog(int fd, bool owns_fd, std::string path, config::OnFull on_full, Options options);
 
   void run();
-  // Writes buf fully; false (and reports) on a failure other than EINTR.
-  bool write_all(const std::string& buf);
+  // Writes buf (whole lines). Returns how many of its leading bytes are in
+  // the file as whole lines: all of them, or after a failure (reported)
+  // those up to the last complete line, a torn tail being truncated away.
+  std::size_t write_lines(std::string_view buf);
+  // Writes one chunk of whole lines as on_full_ says (block: retry until
+  // written or stopping); returns how many lines were written.
+  std::size_t write_chunk(std::string_view buf);
   void do_reopen();
   void report_write_failure(int err);
 

@@ -1,10 +1,12 @@
 #include "egressd/log/access_log.hpp"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -394,17 +396,103 @@ TEST(AccessLog, OpenFailsWithErrorForBadPath) {
   EXPECT_EQ(opened.error(), boost::system::errc::no_such_file_or_directory);
 }
 
-TEST(AccessLog, FailedWritesAreCountedNotFatal) {
+TEST(AccessLog, FailedWritesAreDroppedAndCountedInDropMode) {
   // /dev/full fails every write with ENOSPC: the disk-full case.
   const int fd = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
   if (fd < 0) GTEST_SKIP() << "/dev/full not available";
-  auto log = AccessLog::attach(fd, config::OnFull::block, {});
+  auto log = AccessLog::attach(fd, config::OnFull::drop, {});
   for (int i = 0; i < 10; ++i) log->submit(numbered(i));
   log->flush();
   EXPECT_EQ(log->dropped_total(), 10U);
   EXPECT_GE(log->write_errors_total(), 1U);
   EXPECT_EQ(log->written_total(), 0U);
   log->stop();
+}
+
+TEST(AccessLog, FailedWritesAreRetriedInBlockModeUntilStop) {
+  const int fd = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) GTEST_SKIP() << "/dev/full not available";
+  auto log = AccessLog::attach(fd, config::OnFull::block, options(4));
+  for (int i = 0; i < 10; ++i) log->submit(numbered(i));
+  // Kept, not dropped, while the writes fail; the backlog pauses accepting.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (log->write_errors_total() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(log->write_errors_total(), 2U) << "retried";
+  EXPECT_EQ(log->dropped_total(), 0U);
+  EXPECT_EQ(log->backlog(), 10U);
+  EXPECT_TRUE(log->accepting_paused());
+  // Only a stop gives up, and counts what it loses.
+  log->stop();
+  EXPECT_EQ(log->dropped_total(), 10U);
+  EXPECT_EQ(log->written_total(), 0U);
+}
+
+// RLIMIT_FSIZE makes a write cross a size limit part-way, like a disk that
+// fills in the middle of a chunk.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    old_handler_ = std::signal(SIGXFSZ, SIG_IGN);  // EFBIG instead of the signal
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    rlimit now = old_;
+    now.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &now);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    std::signal(SIGXFSZ, old_handler_);
+  }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+
+ private:
+  rlimit old_{};
+  void (*old_handler_)(int) = nullptr;
+};
+
+TEST(AccessLog, AWriteCutMidRecordLeavesOnlyWholeLines) {
+  for (const auto on_full : {config::OnFull::drop, config::OnFull::block}) {
+    TempDir dir;
+    const auto file = dir.path / "cut.log";
+    auto opened = AccessLog::open({.path = file.string(), .on_full = on_full}, options(1000));
+    ASSERT_TRUE(opened.has_value());
+    auto& log = *opened;
+    {
+      const FileSizeLimit limit(1000);  // a few records, the last one cut
+      for (int i = 0; i < 20; ++i) log->submit(numbered(i));
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (log->write_errors_total() == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      ASSERT_GE(log->write_errors_total(), 1U);
+      if (on_full == config::OnFull::drop) log->flush();
+    }
+    // Room again: block mode writes what it kept; drop mode goes on.
+    log->submit(numbered(99));
+    log->flush();
+    log->stop();
+    const std::string out = slurp(file);
+    std::istringstream lines(out);
+    std::string line;
+    std::size_t n = 0;
+    while (std::getline(lines, line)) {
+      boost::system::error_code ec;
+      (void)boost::json::parse(line, ec);
+      EXPECT_FALSE(ec) << "a torn line: " << line;
+      ++n;
+    }
+    EXPECT_FALSE(out.empty());
+    EXPECT_EQ(out.back(), '\n');
+    EXPECT_EQ(n, log->written_total());
+    EXPECT_EQ(log->written_total() + log->dropped_total(), 21U);
+    if (on_full == config::OnFull::block) {
+      EXPECT_EQ(log->dropped_total(), 0U) << "block loses nothing once there is room";
+    } else {
+      EXPECT_GT(log->dropped_total(), 0U);
+    }
+  }
 }
 
 TEST(AccessLog, ManyThreadsNothingLostOnStop) {
