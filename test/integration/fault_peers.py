@@ -44,6 +44,8 @@ import termios
 import threading
 import time
 
+from servers import parse_question  # the same parsing as the world's rebinding DNS
+
 WEB_IP = "198.18.0.10"
 RST_DOWN, RST_UP, SILENT = 7100, 7101, 7102
 DNS_PORT = 5300
@@ -129,22 +131,6 @@ def tcp_server(ip, port, handler, path):
 
 
 # ---- DNS ---------------------------------------------------------------------
-
-def parse_question(q):
-    """(id, flags, qname labels, qtype, raw question) or None."""
-    if len(q) < 17:
-        return None
-    qid, flags, qdcount = struct.unpack("!HHH", q[:6])
-    pos, labels = 12, []
-    while pos < len(q) and q[pos] != 0:
-        n = q[pos]
-        labels.append(q[pos + 1:pos + 1 + n].decode("ascii", "replace").lower())
-        pos += 1 + n
-    if pos + 5 > len(q) or qdcount != 1:
-        return None
-    qtype = struct.unpack("!H", q[pos + 1:pos + 3])[0]
-    return qid, flags, labels, qtype, q[12:pos + 5]
-
 
 def encode_name(name):
     return b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\0"

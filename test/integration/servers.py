@@ -128,6 +128,23 @@ def upgrade_server(conn):
         conn.close()
 
 
+def parse_question(q):
+    """A DNS query's (id, flags, qname labels, qtype, raw question), or None
+    when it is not one well-formed question."""
+    if len(q) < 17:
+        return None
+    qid, flags, qdcount = struct.unpack("!HHH", q[:6])
+    pos, labels = 12, []
+    while pos < len(q) and q[pos] != 0:
+        n = q[pos]
+        labels.append(q[pos + 1:pos + 1 + n].decode("ascii", "replace").lower())
+        pos += 1 + n
+    if pos + 5 > len(q) or qdcount != 1:
+        return None
+    qtype = struct.unpack("!H", q[pos + 1:pos + 3])[0]
+    return qid, flags, labels, qtype, q[12:pos + 5]
+
+
 def rebinding_dns(sock, names):
     """A DNS server whose A answers change with every query: names maps a
     name to the addresses it answers in turn (TTL 1), as a rebinding
@@ -138,18 +155,10 @@ def rebinding_dns(sock, names):
             q, peer = sock.recvfrom(4096)
         except OSError:
             return
-        if len(q) < 17:
+        parsed = parse_question(q)
+        if parsed is None:
             continue
-        qid, flags, qdcount = struct.unpack("!HHH", q[:6])
-        pos, labels = 12, []
-        while pos < len(q) and q[pos] != 0:
-            n = q[pos]
-            labels.append(q[pos + 1:pos + 1 + n].decode("ascii", "replace").lower())
-            pos += 1 + n
-        question = q[12:pos + 5]
-        if pos + 5 > len(q) or qdcount != 1:
-            continue
-        qtype = struct.unpack("!H", q[pos + 1:pos + 3])[0]
+        qid, _, labels, qtype, question = parsed
         name = ".".join(labels)
         answers = names.get(name)
         rcode, records = 0, b""
