@@ -63,7 +63,7 @@ if ((quick == 0)); then
   # The namespace world against the sanitized egressd (leaks are checked at
   # each exit); the image and the syscall guard are release-only.
   stage "ASan + UBSan integration tests"
-  run_ctest asan-ubsan "$logs/asan-integration.log" -L integration -E '^(image|perf)\.'
+  run_ctest asan-ubsan "$logs/asan-integration.log" -L integration -E '^(image\.|perf\.|integration\.image$)'
 
   stage "fuzz build"
   cmake --preset fuzz >/dev/null
