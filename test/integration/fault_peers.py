@@ -70,15 +70,21 @@ def unacked(conn):
     return struct.unpack("i", buf)[0]
 
 
-def rst_down(conn, peer, path):
-    """Reads "N\\n", sends N bytes, waits until they are acknowledged (so they
-    reached the gateway), then resets."""
+def recv_until(sock, marker, size):
+    """Reads until `marker` has arrived (or the peer closed); returns all read."""
     buf = b""
-    while b"\n" not in buf:
-        chunk = conn.recv(4096)
+    while marker not in buf:
+        chunk = sock.recv(size)
         if not chunk:
             break
         buf += chunk
+    return buf
+
+
+def rst_down(conn, peer, path):
+    """Reads "N\\n", sends N bytes, waits until they are acknowledged (so they
+    reached the gateway), then resets."""
+    buf = recv_until(conn, b"\n", 4096)
     n = int(buf.split(b"\n")[0] or b"0")
     data = (b"0123456789abcdef" * (n // 16 + 1))[:n]
     conn.sendall(data)
@@ -346,12 +352,7 @@ def cmd_download(a):
     me = local(s)
     req = ("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (a.path, a.host)).encode()
     s.sendall(req)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        head += chunk
+    head = recv_until(s, b"\r\n\r\n", 65536)
     received = len(head)
     head, _, body = head.partition(b"\r\n\r\n")
     status = int(head.split(b" ")[1])
