@@ -52,6 +52,7 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const Listener
                                   std::shared_ptr<tcp::acceptor> owned) {
   tcp::acceptor& acceptor = *owned;
   asio::steady_timer pause(acceptor.get_executor());
+  std::optional<std::chrono::steady_clock::time_point> last_warning;
   for (;;) {
     const log::AccessLog* access_log = worker.services().access_log;
     while (access_log != nullptr && access_log->accepting_paused() && acceptor.is_open()) {
@@ -65,6 +66,13 @@ asio::awaitable<void> accept_loop(Worker& worker, std::shared_ptr<const Listener
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) {
       // EMFILE/ENFILE/ENOBUFS: back off instead of spinning on the error.
+      // Said at most every 10 s: the condition lasts while it lasts.
+      const auto now = std::chrono::steady_clock::now();
+      if (!last_warning || now - *last_warning >= std::chrono::seconds(10)) {
+        last_warning = now;
+        spdlog::warn("listener {}: accept failed: {}; connections wait in the backlog",
+                     listener->name, ec.message());
+      }
       pause.expires_after(std::chrono::milliseconds(50));
       co_await pause.async_wait(kNoThrow);
     }

@@ -214,7 +214,16 @@ class Gateway {
     const std::size_t pipes_per_worker = std::clamp<std::size_t>(fds / 16 / worker_count, 4, 256);
     std::uint64_t max_connections = config_.limits.max_connections;
     const std::uint64_t reserve = 64 + 2ULL * pipes_per_worker * worker_count;
-    if (max_connections == 0) max_connections = fds > reserve + 2 ? (fds - reserve) / 2 : 1;
+    const std::uint64_t fitting = fds > reserve + 2 ? (fds - reserve) / 2 : 1;
+    if (max_connections == 0) {
+      max_connections = fitting;
+    } else if (max_connections > fitting) {
+      spdlog::warn(
+          "limits.max_connections {} is more than RLIMIT_NOFILE {} holds (about {} flows at two "
+          "descriptors each): past that, new connections fail or wait in the backlog; raise the "
+          "descriptor limit or lower limits.max_connections",
+          max_connections, fds, fitting);
+    }
     connection_limit_ = std::make_unique<flow::ConnectionLimit>(max_connections);
     metrics_->set_flows_limit(max_connections);
 

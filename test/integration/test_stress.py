@@ -15,7 +15,14 @@ gateway's descriptors, pipes and memory come back to where they were.
   resources back to baseline;
 - at limits.max_connections: exactly the extra connections are closed
   (`limit`, `builtin:limit`), the accept loop does not spin, and the gateway
-  recovers when the held connections go.
+  recovers when the held connections go;
+- 15,000 connections at RLIMIT_NOFILE 20000 (crowd.py: one thread, epoll):
+  with the limit derived from the descriptors, exactly that many are held
+  and every other one is closed `limit` at once, no spinning, twice over
+  with no memory added by the second crowd; with limits.max_connections set
+  above what the descriptors hold, egressd warns at start, and once accept()
+  meets EMFILE the extra connections wait in the backlog (no spinning) and
+  are served when the held ones go.
 
 Each kind of client traffic has its own source address and destination, so
 that a source port is never reused towards another destination while
@@ -27,9 +34,11 @@ client's local address).
 import errno
 import json
 import os
+import resource
 import signal
 import subprocess
 import time
+import unittest
 
 import accounting
 import harness
@@ -837,3 +846,265 @@ class ConnectionLimitStressTest(StressTest):
             self.assertRecord(r, decision="deny", rule="builtin:limit")
         self.assertFlowsDelta(self.EXTRA, m0=m0, decision="deny", rule="builtin:limit")
         accounting.assert_no_leak(self, self.gw, base)
+
+
+# ---- 5. fifteen thousand connections at the descriptor limit -------------------------
+
+FD_LIMIT = 20000  # this machine's hard limit; set on egressd explicitly (prlimit)
+CROWD = 15000
+CROWD_PORTS = (7200, 7201)  # crowd.py's echo on ECHO_IP: one port per test
+CROWD_PY = os.path.join(W.HERE, "crowd.py")
+# The clients and the echo server: soft limit up to the hard one (raising
+# the hard limit needs CAP_SYS_RESOURCE, which a container may not have).
+HARD_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+ROOMY = ["prlimit", "--nofile=%d:%d" % (HARD_NOFILE, HARD_NOFILE), "--"]
+
+
+def start_crowd_server(world):
+    """crowd.py's epoll echo on ECHO_IP:7200 and :7201 in inet (once per world)."""
+    p = world.procs.get("crowd")
+    if p is not None and p.poll() is None:
+        return
+    ready = world.path("crowd.ready")
+    if os.path.exists(ready):
+        os.unlink(ready)
+    world._popen("crowd", world.inet, ROOMY + [W.PYTHON, CROWD_PY, "serve", "--ready-file", ready] +
+                 [x for port in CROWD_PORTS for x in ("--listen", A(W.ECHO_IP, port))])
+    if not wait_until(lambda: os.path.exists(ready), 10):
+        raise AssertionError("crowd.py serve did not start")
+
+
+class FdLimitedGateway(W.Gateway):
+    """egressd started with RLIMIT_NOFILE exactly FD_LIMIT (soft and hard)."""
+
+    def command(self):
+        return ["prlimit", "--nofile=%d:%d" % (FD_LIMIT, FD_LIMIT), "--"] + super().command()
+
+
+class CrowdTest(StressTest):
+    """Base: each test has its own pod address and crowd port, so that no
+    source port of one test meets a conntrack entry of another."""
+
+    src = None
+    port = None
+    rules = RULES + [{"name": "crowd", "to": [{"cidr": W.ECHO_IP + "/32", "ports": list(CROWD_PORTS)}]}]
+
+    @classmethod
+    def make_gateway(cls):
+        return FdLimitedGateway(cls.world, harness.EGRESSD, cls.make_config)
+
+    @classmethod
+    def setUpClass(cls):
+        if HARD_NOFILE != resource.RLIM_INFINITY and HARD_NOFILE < FD_LIMIT:
+            raise unittest.SkipTest("the hard RLIMIT_NOFILE is %d, under the %d these tests need" % (
+                HARD_NOFILE, FD_LIMIT))
+        super().setUpClass()
+        start_crowd_server(cls.world)
+        W.run(["ip", "-n", cls.world.pod, "addr", "replace", cls.src + "/24", "dev", "eth0"])
+
+    def hold(self, n, batch, timeout, src=None, wait=True, keep=False):
+        """crowd.py hold in the pod: (process, its first JSON line)."""
+        cmd = ROOMY + [W.PYTHON, CROWD_PY, "hold", "--dst", A(W.ECHO_IP, self.port), "--src", src or self.src,
+                       "--n", str(n), "--batch", str(batch), "--timeout", str(timeout)]
+        if not wait:
+            cmd.append("--no-wait")
+        if keep:
+            cmd.append("--keep")
+        p = self.world.pod_popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        line = p.stdout.readline()
+        if not line:
+            self.fail("crowd.py hold died: %s" % p.stderr.read().decode()[-2000:])
+        return p, json.loads(line)
+
+    def release(self, p):
+        """Tells a waiting hold to close its connections; their end states."""
+        p.stdin.write(b"close\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=120)
+        lines = out.decode().strip().splitlines()
+        if p.returncode != 0 or not lines:
+            self.fail("crowd.py hold failed (%s): %s" % (p.returncode, err.decode()[-2000:]))
+        return json.loads(lines[-1])
+
+    def idle_cpu(self, seconds=2.0):
+        c0 = cpu_seconds(self.gw.pid)
+        time.sleep(seconds)
+        return cpu_seconds(self.gw.pid) - c0
+
+    def warm_up(self):
+        """A few echo flows, so the baseline has the lazily made parts."""
+        run_load(self, [echo_job(count=20, concurrency=4)])
+        self.log.wait(lambda r: r.get("event") == "flow", since=self.mark, count=20)
+
+
+class CrowdAtLimitTest(CrowdTest):
+    """RLIMIT_NOFILE 20000 and limits.max_connections unset: the limit is
+    derived from the descriptors (two per flow, headroom for pipes). 15,000
+    connections: exactly the limit's worth are relayed and held, every one
+    beyond it is closed `limit` at once, egressd is idle while full (no
+    spinning accept), a second burst at the limit is refused the same way,
+    and once the crowd goes every descriptor comes back and new flows pass.
+    Then the same crowd again (from another address): what the first left
+    in memory (high-water tables, allocator caches) is not added to."""
+
+    src = "10.200.1.20"
+    src2 = "10.200.1.22"
+    port = CROWD_PORTS[0]
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        W.run(["ip", "-n", cls.world.pod, "addr", "replace", cls.src2 + "/24", "dev", "eth0"])
+
+    def crowd(self, src, limit, ledger, burst=0):
+        """CROWD connections from src held at the limit, `burst` more while
+        full, then released; their ledger entries. Returns the resources
+        read while full."""
+        p, got = self.hold(CROWD, batch=500, timeout=10, src=src)
+        held, closed, other = got["held"], got["closed"], got["other"]
+        self.assertEqual(other[:5], [], "every connection is either relayed or closed")
+        self.assertEqual(len(held), limit, "exactly the limit's worth relayed")
+        self.assertEqual(len(closed), CROWD - limit)
+        slow = sorted(c["ms"] for c in closed)[-5:]
+        self.assertLess(slow[-1], 1000, "connections over the limit are closed at once (slowest ms: %s)" % slow)
+
+        full = accounting.resources(self.gw)
+        self.assertEqual(self.gw.metrics().sum("egressd_flows_active"), limit)
+        self.assertLess(full["fds"], FD_LIMIT, "headroom left under the descriptor limit")
+        used = self.idle_cpu()
+        if not harness.SANITIZER:
+            self.assertLess(used, 0.2, "egressd used %.2f s of CPU in 2 s while full" % used)
+
+        if burst:  # a burst while full: refused the same way, at once
+            _, more = self.hold(burst, batch=burst, timeout=10, src=src, wait=False)
+            self.assertEqual(more["held"] + more["other"], [], "nothing beyond the limit gets through")
+            self.assertEqual(len(more["closed"]), burst)
+            self.assertLess(max(c["ms"] for c in more["closed"]), 1000, "the burst is closed at once")
+            self.assertEqual(self.gw.metrics().sum("egressd_flows_active"), limit)
+            closed = closed + more["closed"]
+
+        released = self.release(p)
+        self.assertEqual(released["closed"], [], "nothing closed after the release")
+        released = released["released"]
+        self.assertEqual([r for r in released if r["end"] != "eof"][:5], [], "held flows ended by eof")
+        self.assertTrue(wait_until(lambda: self.gw.metrics().sum("egressd_flows_active") == 0, 30))
+        for r in released:
+            ledger.add(r["local"], 3, r["received"], allowed=True, note="held")
+        for c in closed:
+            ledger.add(c["local"], 3, 0, allowed=False, note="over the limit")
+        return full
+
+    def settled(self, base):
+        """Every socket closed, pipes within the relay pool's bound, and RSS
+        no longer falling (the allocator returns freed pages over seconds)."""
+        now = accounting.assert_no_leak(self, self.gw, base, rss_slack_kib=1 << 30, timeout=30,
+                                        pipe_slack=4 * 256)
+        self.assertEqual(now["fds"] - now["pipes"], base["fds"] - base["pipes"], "no socket left open")
+        readings = [now["rss_kib"]]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            readings.append(accounting.resources(self.gw)["rss_kib"])
+            if len(readings) >= 4 and readings[-4] - readings[-1] < 256:
+                break
+        return dict(now, rss_kib=readings[-1])
+
+    def test_fifteen_thousand_at_the_fd_limit(self):
+        self.warm_up()
+        base = accounting.resources(self.gw)
+        mark = self.log.mark()
+        m0 = self.gw.metrics()
+        limit = int(m0.sum("egressd_flows_limit"))
+        self.assertGreater(limit, 5000, "the derived limit uses the descriptors")
+        self.assertLess(2 * limit, FD_LIMIT, "two descriptors per flow fit under the limit")
+        self.assertLess(limit, CROWD, "the crowd is bigger than the limit")
+
+        ledger = accounting.Ledger()
+        full = self.crowd(self.src, limit, ledger, burst=1000)
+        after = run_load(self, [echo_job("after", count=20, concurrency=4)])
+        self.assertEqual(failures(after), [], "new flows allowed once the crowd is gone")
+        ledger_of(after, ledger=ledger)
+        first = self.settled(base)
+
+        full2 = self.crowd(self.src2, limit, ledger)
+        second = self.settled(base)
+        self.assertLessEqual(second["rss_kib"], first["rss_kib"] + 2048,
+                             "a second crowd adds nothing to what the first left")
+        self.assertLessEqual(first["rss_kib"], base["rss_kib"] + 16 * 1024,
+                             "what a crowd leaves behind is bounded")
+
+        recs = self.records_of(ledger, mark, timeout=60)
+        accounting.assert_accounted(self, ledger, recs)
+        refused = 2 * (CROWD - limit) + 1000
+        limited = [r for r in recs if r.get("event") == "flow" and r.get("close") == "limit"]
+        self.assertEqual(len(limited), refused)
+        for r in limited[:50]:
+            self.assertRecord(r, decision="deny", rule="builtin:limit")
+        self.assertFlowsDelta(refused, m0=m0, decision="deny", rule="builtin:limit")
+        print("\n  crowd: limit %d of %d fds; %d held, %d + 1000 refused, twice; fds %d -> %d -> %d; "
+              "RSS %d KiB -> %d full (%.2f KiB per held flow) -> %d after -> %d full -> %d after the second" % (
+                  limit, FD_LIMIT, limit, CROWD - limit, base["fds"], full["fds"], second["fds"],
+                  base["rss_kib"], full["rss_kib"], (full["rss_kib"] - base["rss_kib"]) / limit,
+                  first["rss_kib"], full2["rss_kib"], second["rss_kib"]), flush=True)
+
+
+class CrowdOverFdLimitTest(CrowdTest):
+    """limits.max_connections 15000 with RLIMIT_NOFILE 20000: more flows
+    allowed than the descriptors hold. egressd says so at start. 12,000
+    connections: once the descriptors run out, a connection is either
+    closed at once with its record or waits in the listen backlog; egressd
+    does not spin; when the held connections go, the waiting ones are
+    served; every connection has exactly one record and every descriptor
+    comes back."""
+
+    src = "10.200.1.21"
+    port = CROWD_PORTS[1]
+    N = 12000
+    config_overrides = {"limits": {"max_connections": 15000}}
+
+    def test_more_flows_allowed_than_descriptors(self):
+        self.assertIn("limits.max_connections 15000 is more than RLIMIT_NOFILE 20000 holds",
+                      self.gw.stderr_tail(400))
+        self.warm_up()
+        base = accounting.resources(self.gw)
+        mark = self.log.mark()
+
+        p, got = self.hold(self.N, batch=1000, timeout=3, keep=True)
+        held, closed, waiting, other = got["held"], got["closed"], got["waiting"], got["other"]
+        full = accounting.resources(self.gw)
+        self.assertEqual(other[:5], [])
+        self.assertEqual(len(held) + len(closed) + len(waiting), self.N)
+        self.assertGreater(len(held), 9000, "the descriptors are used")
+        self.assertGreater(full["fds"], FD_LIMIT - 100, "egressd ran out of descriptors")
+        used = self.idle_cpu()
+        if not harness.SANITIZER:
+            self.assertLess(used, 0.2, "egressd used %.2f s of CPU in 2 s out of descriptors" % used)
+        self.assertTrue(self.gw.alive())
+        if waiting:
+            self.assertIn("accept failed: Too many open files", self.gw.stderr_tail(400))
+
+        released = self.release(p)
+        self.assertTrue(wait_until(lambda: self.gw.metrics().sum("egressd_flows_active") == 0, 30))
+        after = run_load(self, [echo_job("after", count=20, concurrency=4)])
+        self.assertEqual(failures(after), [], "new flows allowed once the crowd is gone")
+        self.assertEqual([r for r in released["released"] if r["end"] != "eof"][:5], [])
+
+        ledger = accounting.Ledger()
+        for r in released["released"]:
+            ledger.add(r["local"], 3, r["received"], allowed=True, note="held")
+        for c in closed + released["closed"]:
+            ledger.add(c["local"], 3, 0, allowed=None, exact=False, note="closed without an answer")
+        ledger_of(after, ledger=ledger)
+        recs = self.records_of(ledger, mark, timeout=60)
+        accounting.assert_accounted(self, ledger, recs)
+        closes = {}
+        for r in recs:
+            if r.get("event") == "flow":
+                closes[r.get("close")] = closes.get(r.get("close"), 0) + 1
+        print("\n  over the fd limit: %d held, %d closed, %d waiting -> %d released, %d closed late; "
+              "fds %d -> %d; records by close: %s" % (
+                  len(held), len(closed), len(waiting), len(released["released"]), len(released["closed"]),
+                  base["fds"], full["fds"], closes), flush=True)
+        now = accounting.assert_no_leak(self, self.gw, base, rss_slack_kib=1 << 30, timeout=30, pipe_slack=4 * 256)
+        self.assertEqual(now["fds"] - now["pipes"], base["fds"] - base["pipes"], "no socket left open")
