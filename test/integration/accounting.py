@@ -23,7 +23,9 @@ What the records guarantee (contract, "Access log"):
   `audit_deny`) has its upstream connection established, written before its
   `flow` record, with the same `time`; so none for a denied flow and none
   for an allowed flow whose upstream connect failed
-  (`"close":"upstream_connect_failed"`). Node-agent records
+  (`"close":"upstream_connect_failed"`). An HTTP/1 connection closed
+  because a later request was denied ends `deny` with `"close":"denied"`
+  and still has the open record of its first, allowed request. Node-agent records
   (`"decision":"forward"`) have no `open` record;
 - `bytes_up` / `bytes_down`: the bytes the gateway took from the client /
   from the upstream and relayed. What the ends can check:
@@ -206,12 +208,19 @@ def _check_one(e, pos, rec, prev, opens):
     mine = [o for o in opens if prev < o[0] < pos]
     for o in mine:
         opens.remove(o)
-    due = 1 if (let_through and rec.get("close") != "upstream_connect_failed") else 0
+    # An HTTP/1 connection closed because a later request was denied ends
+    # `deny`/`denied` (the last decision taken), yet was let through first:
+    # its open record is due when an upstream connection was made, and
+    # carries the first decision.
+    later_denied = (decision == "deny" and rec.get("close") == "denied" and rec.get("proto") == "http"
+                    and bool(rec.get("upstream")))
+    due = 1 if (let_through and rec.get("close") != "upstream_connect_failed") or later_denied else 0
     if len(mine) != due:
         out.append("%d open record(s) before the flow record, want %d: %s%s" % (
             len(mine), due, what, "".join("; open: " + _brief(o) for _, o in mine)))
     for _, o in mine:
-        if o.get("time") != rec.get("time") or o.get("decision") != decision:
+        same = o.get("decision") in LET_THROUGH if later_denied else o.get("decision") == decision
+        if o.get("time") != rec.get("time") or not same:
             out.append("open record disagrees with its flow record (time, decision): open %s, %s" % (
                 _brief(o), what))
 

@@ -114,6 +114,19 @@ class AccountingCheckerTest(unittest.TestCase):
         problems = ACC.check(led, [_open("10.0.0.1:1000"), _flow("10.0.0.1:1000")])
         self.assertIn("expected denied", problems[0])
 
+    def test_http1_closed_by_a_later_denied_request(self):
+        # Let through at first (open, allow), ended by a denied request:
+        # the flow record says deny/denied and has an upstream.
+        led = self.ledger(dict(local="10.0.0.1:1000", sent=None, received=None))
+        later = dict(_flow("10.0.0.1:1000", "deny", 40, 90, "denied"), proto="http", upstream="10.9.9.9:80")
+        self.assertEqual(ACC.check(led, [_open("10.0.0.1:1000"), later]), [])
+        self.one(ACC.check(led, [later]), "0 open record(s) before the flow record, want 1")
+        self.one(ACC.check(led, [_open("10.0.0.1:1000", "deny"), later]), "disagrees")
+        # Denied at its first request: no upstream, no open record due.
+        first = dict(_flow("10.0.0.1:1000", "deny", 0, 0, "denied"), proto="http")
+        self.assertEqual(ACC.check(led, [first]), [])
+        self.assertIn("want 0", ACC.check(led, [_open("10.0.0.1:1000"), first])[0])
+
     def test_byte_mismatch(self):
         led = self.ledger(dict(local="10.0.0.1:1000", sent=10, received=21))
         self.one(ACC.check(led, [_open("10.0.0.1:1000"), _flow("10.0.0.1:1000")]), "bytes_down 20, client read 21")
