@@ -200,9 +200,22 @@ std::size_t AccessLog::write_chunk(std::string_view buf) {
     buf.remove_prefix(done);
     if (buf.empty() || on_full_ == config::OnFull::drop) return written;
     // block: keep the records and try again; the queue fills meanwhile and
-    // accepting pauses. Only a stop gives up (and counts what is lost).
+    // accepting pauses. Only a stop gives up (and counts what is lost). A
+    // reopen (SIGUSR1: the log moved to a volume with room) is done at once
+    // and the rest of the chunk goes to the new file; the cut record was
+    // already taken off the old one.
     std::unique_lock lock(mu_);
-    if (wake_writer_.wait_for(lock, backoff, [&] { return stopping_; })) return written;
+    wake_writer_.wait_for(lock, backoff, [&] { return stopping_ || reopen_requested_; });
+    if (stopping_) return written;
+    if (reopen_requested_) {
+      lock.unlock();
+      do_reopen();
+      lock.lock();
+      reopen_requested_ = false;
+      progress_.notify_all();
+      backoff = std::chrono::milliseconds(50);
+      continue;
+    }
     backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
   }
 }

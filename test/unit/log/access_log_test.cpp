@@ -429,6 +429,41 @@ TEST(AccessLog, FailedWritesAreRetriedInBlockModeUntilStop) {
   EXPECT_EQ(log->written_total(), 0U);
 }
 
+TEST(AccessLog, ReopenWhileBlockedOnAFullDiskMovesToTheNewFile) {
+  // The log's path is a symlink to /dev/full (a full disk); the operator
+  // points it at a volume with room and sends SIGUSR1 (reopen). The
+  // records kept while the writes failed go to the new file at once, not
+  // after a write to the old one succeeds (it never would).
+  if (::access("/dev/full", W_OK) != 0) GTEST_SKIP() << "/dev/full not available";
+  TempDir dir;
+  const auto link = dir.path / "access.log";
+  std::filesystem::create_symlink("/dev/full", link);
+  auto opened = AccessLog::open({.path = link.string(), .on_full = config::OnFull::block});
+  ASSERT_TRUE(opened.has_value());
+  auto& log = *opened;
+  for (int i = 0; i < 10; ++i) log->submit(numbered(i));
+  ASSERT_TRUE(eventually([&] { return log->write_errors_total() >= 2; })) << "retrying";
+  EXPECT_EQ(log->written_total(), 0U);
+
+  std::filesystem::remove(link);
+  const auto roomy = dir.path / "roomy.log";
+  { std::ofstream touch(roomy); }
+  std::filesystem::create_symlink(roomy, link);
+  log->reopen();
+  EXPECT_TRUE(eventually([&] { return log->written_total() == 10U; }, 3s))
+      << "written to the new file after the reopen";
+  for (int i = 10; i < 12; ++i) log->submit(numbered(i));
+  log->stop();
+  EXPECT_EQ(log->dropped_total(), 0U);
+  const std::string out = slurp(roomy);
+  ASSERT_EQ(count_lines(out), 12U);
+  std::istringstream lines(out);
+  std::string line;
+  for (int i = 0; std::getline(lines, line); ++i) {
+    ASSERT_EQ(boost::json::parse(line).at("bytes_up").as_int64(), i) << "whole records, in order";
+  }
+}
+
 // RLIMIT_FSIZE makes a write cross a size limit part-way, like a disk that
 // fills in the middle of a chunk.
 class FileSizeLimit {
