@@ -38,13 +38,11 @@ namespace {
 constexpr int kClassIn = 1;
 constexpr int kTypeA = 1;
 constexpr int kTypeAaaa = 28;
-// Addresses taken from one reply; more are ignored (the cache keeps at
-// most max_addresses_per_name anyway).
-constexpr int kMaxRecords = 32;
 // Reads per readiness event before giving the loop back; c-ares drains UDP
 // sockets itself, TCP needs one call per segment.
 constexpr int kMaxDrain = 64;
 constexpr int kTries = 2;
+constexpr int kEdnsPayloadSize = 1232;
 
 Answer failed(std::string_view why) {
   Answer a;
@@ -237,8 +235,14 @@ struct Resolver::Impl {
     // NOCHECKRESP: a SERVFAIL or REFUSED answer is reported as such; without
     // it c-ares 1.18 tries the next server and, once all are used, reports
     // the misleading "connection refused".
-    opts.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES | ARES_FLAG_NOCHECKRESP;
+    // EDNS(0) with a 1232-byte UDP payload (the DNS flag day size): answers
+    // up to that size come in one datagram instead of a truncated one and a
+    // retry over TCP. c-ares asks again without EDNS if a server answers
+    // FORMERR.
+    opts.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES | ARES_FLAG_NOCHECKRESP | ARES_FLAG_EDNS;
     mask |= ARES_OPT_FLAGS;
+    opts.ednspsz = kEdnsPayloadSize;
+    mask |= ARES_OPT_EDNSPSZ;
     // c-ares doubles the per-try timeout on each round: a third, then two
     // thirds, fit dns.timeout; our own deadline enforces it regardless.
     const auto total = std::max<std::chrono::milliseconds::rep>(3, options.timeout.count());
@@ -392,16 +396,20 @@ struct Resolver::Impl {
     if (f.done) return;
     f.done = true;
     f.status = status;
-    if (status == ARES_SUCCESS) parse(q.v6, abuf, alen, f);
+    if (status == ARES_SUCCESS) parse(q.v6, abuf, alen, cache.options().max_addresses_per_name, f);
     if (lk->v4.done && lk->v6.done) finish(*lk);
   }
 
   // The answer section, via c-ares (which follows the CNAME chain from the
   // question and checks every length).
-  static void parse(bool v6, const unsigned char* abuf, int alen, FamilyResult& f) {
-    int n = kMaxRecords;
+  // At most `keep` addresses per family: as many as the cache keeps for a
+  // name, so that every address a flow may be checked against later was
+  // read (a destination past them is denied: builtin:integrity).
+  static void parse(bool v6, const unsigned char* abuf, int alen, std::size_t keep,
+                    FamilyResult& f) {
+    int n = static_cast<int>(std::min<std::size_t>(keep, 4096));
     if (v6) {
-      std::array<ares_addr6ttl, kMaxRecords> recs{};
+      std::vector<ares_addr6ttl> recs(static_cast<std::size_t>(n));
       f.status = ares_parse_aaaa_reply(abuf, alen, nullptr, recs.data(), &n);
       if (f.status != ARES_SUCCESS) return;
       for (int i = 0; i < n; ++i) {
@@ -412,7 +420,7 @@ struct Resolver::Impl {
         f.min_ttl = std::min(f.min_ttl, r.ttl);
       }
     } else {
-      std::array<ares_addrttl, kMaxRecords> recs{};
+      std::vector<ares_addrttl> recs(static_cast<std::size_t>(n));
       f.status = ares_parse_a_reply(abuf, alen, nullptr, recs.data(), &n);
       if (f.status != ARES_SUCCESS) return;
       for (int i = 0; i < n; ++i) {

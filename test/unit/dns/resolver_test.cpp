@@ -75,7 +75,7 @@ struct ManualClock {
   void advance(seconds s) { ms += std::chrono::duration_cast<milliseconds>(s).count(); }
 };
 
-FakeReply script(const std::string& qname, std::uint16_t /*qtype*/, std::size_t nth) {
+FakeReply script(const std::string& qname, std::uint16_t qtype, std::size_t nth) {
   static const std::map<std::string, FakeReply> kReplies = {
       {"ok.test.",
        {false,
@@ -95,6 +95,17 @@ FakeReply script(const std::string& qname, std::uint16_t /*qtype*/, std::size_t 
             0,
             {{IpAddress::from_v4_uint(0xC6336401U + static_cast<std::uint32_t>(nth)), 5}},
             milliseconds{0}};
+  }
+  if (qname == "many.test." || qname == "toomany.test.") {
+    // 60 (or 70) A records in one reply, 198.51.100.1 up; no AAAA. Both fit
+    // the EDNS payload size (1232): no TCP, which this server lacks.
+    FakeReply r{false, 0, {}, milliseconds{0}};
+    if (qtype == kTypeA) {
+      const std::uint32_t n = qname == "many.test." ? 60 : 70;
+      for (std::uint32_t i = 1; i <= n; ++i)
+        r.records.push_back({IpAddress::from_v4_uint(0xC6336400U + i), 60});
+    }
+    return r;
   }
   if (auto it = kReplies.find(qname); it != kReplies.end()) return it->second;
   return {false, 3, {}, milliseconds{0}};
@@ -166,6 +177,23 @@ TEST_F(ResolverTest, CollectsAandAAAAAndHonoursTheSmallestTtl) {
   clock_.advance(seconds{1});
   EXPECT_TRUE(resolve("ok.test").answer.ok());
   EXPECT_EQ(server_->count("ok.test.", kTypeA), 2U);
+}
+
+TEST_F(ResolverTest, EveryAddressTheCacheCanKeepIsRead) {
+  // A reply with 60 addresses: all of them, the last included (it was cut
+  // at 32, and a flow to the 33rd address was denied as an integrity
+  // failure).
+  start();
+  const Outcome o = resolve("many.test");
+  ASSERT_TRUE(o.answer.ok()) << o.answer.error;
+  ASSERT_EQ(o.answer.addresses.size(), 60U);
+  EXPECT_EQ(o.answer.current, 60U);
+  EXPECT_EQ(o.answer.addresses.back(), IpAddress::from_v4_uint(0xC6336400U + 60));
+  // Past the cache's max_addresses_per_name (64), the first 64 are kept.
+  const Outcome more = resolve("toomany.test");
+  ASSERT_TRUE(more.answer.ok()) << more.answer.error;
+  ASSERT_EQ(more.answer.addresses.size(), cache_->options().max_addresses_per_name);
+  EXPECT_EQ(more.answer.addresses.front(), IpAddress::from_v4_uint(0xC6336400U + 1));
 }
 
 struct OutcomeCase {
