@@ -146,13 +146,7 @@ void AccessLog::run() {
     if (!stopping_ && !reopen_requested_ && queue_.size() < kGatherRecords) {
       wake_writer_.wait_for(lock, kGatherTime, [&] { return stopping_ || reopen_requested_; });
     }
-    if (reopen_requested_) {
-      lock.unlock();
-      do_reopen();
-      lock.lock();
-      reopen_requested_ = false;
-      progress_.notify_all();
-    }
+    if (reopen_requested_) serve_reopen(lock);
     if (queue_.empty()) {
       if (stopping_) break;
       continue;
@@ -208,11 +202,7 @@ std::size_t AccessLog::write_chunk(std::string_view buf) {
     wake_writer_.wait_for(lock, backoff, [&] { return stopping_ || reopen_requested_; });
     if (stopping_) return written;
     if (reopen_requested_) {
-      lock.unlock();
-      do_reopen();
-      lock.lock();
-      reopen_requested_ = false;
-      progress_.notify_all();
+      serve_reopen(lock);
       backoff = std::chrono::milliseconds(50);
       continue;
     }
@@ -254,6 +244,14 @@ std::size_t AccessLog::write_lines(std::string_view buf) {
     say("egressd: access log: writing again\n");
   }
   return off;
+}
+
+void AccessLog::serve_reopen(std::unique_lock<std::mutex>& lock) {
+  lock.unlock();
+  do_reopen();
+  lock.lock();
+  reopen_requested_ = false;
+  progress_.notify_all();  // flush() waits for the reopen too
 }
 
 void AccessLog::do_reopen() {

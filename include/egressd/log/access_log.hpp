@@ -125,6 +125,9 @@ class AccessLog {
   // Writes one chunk of whole lines as on_full_ says (block: retry until
   // written or stopping); returns how many lines were written.
   std::size_t write_chunk(std::string_view buf);
+  // Writer thread, mu_ held (released while the file is opened): answers a
+  // pending reopen() request.
+  void serve_reopen(std::unique_lock<std::mutex>& lock);
   void do_reopen();
   void report_write_failure(int err);
 
