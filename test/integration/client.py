@@ -65,6 +65,31 @@ def local(s):
     return "[%s]:%d" % (a[0], a[1]) if ":" in a[0] else "%s:%d" % (a[0], a[1])
 
 
+class Counting:
+    """A socket that counts the bytes written and read through it (for the
+    accounting of test_stress.py and the soak)."""
+
+    def __init__(self, s):
+        self.s, self.sent, self.recvd = s, 0, 0
+
+    def sendall(self, d):
+        self.s.sendall(d)
+        self.sent += len(d)
+
+    def send(self, d):
+        n = self.s.send(d)
+        self.sent += n
+        return n
+
+    def recv(self, n):
+        d = self.s.recv(n)
+        self.recvd += len(d)
+        return d
+
+    def __getattr__(self, k):
+        return getattr(self.s, k)
+
+
 def send(s, data, byte_delay=0.0):
     if byte_delay <= 0:
         s.sendall(data)

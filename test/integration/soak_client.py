@@ -53,30 +53,6 @@ def stopped():
     return os.path.exists(spec["stop_file"])
 
 
-class Counting:
-    """A socket that counts what goes through it."""
-
-    def __init__(self, s):
-        self.s, self.sent, self.recvd = s, 0, 0
-
-    def sendall(self, d):
-        self.s.sendall(d)
-        self.sent += len(d)
-
-    def send(self, d):
-        n = self.s.send(d)
-        self.sent += n
-        return n
-
-    def recv(self, n):
-        d = self.s.recv(n)
-        self.recvd += len(d)
-        return d
-
-    def __getattr__(self, k):
-        return getattr(self.s, k)
-
-
 def read_response(s, buf):
     """One HTTP/1.1 response with a Content-Length from s (buf: bytes read
     ahead); returns (status, body, rest) or raises ValueError."""
@@ -217,7 +193,7 @@ def one(kind, k):
         rec["why"] = "connect: %s" % e
         return rec
     rec["local"] = C.local(raw)
-    s = Counting(raw)
+    s = C.Counting(raw)
     try:
         rec["ok"], rec["why"] = FLOWS[kind](s, k)
         rec["clean"] = rec["ok"] and kind not in ("slowloris", "slowhead", "deny_tls", "deny_port")

@@ -10,7 +10,7 @@ gateway's descriptors, pipes and memory come back to where they were.
 - SIGTERM under load (short echo/TLS flows, slow downloads, one long
   download): every flow ends `eof` or `drained`, none unrecorded, exit 0;
 - a reload storm: a new config every 50 ms (two valid policies, now and
-  then an invalid one) for EGRESSD_STORM_SECONDS (default 20) under load;
+  then an invalid one) for EGRESSD_STORM_SECONDS (default 60) under load;
   no flow lost, reload counters consistent, checksum of a long download,
   resources back to baseline;
 - at limits.max_connections: exactly the extra connections are closed
@@ -63,7 +63,7 @@ RULES = [
     {"name": "web6", "to": [{"cidr": W.WEB_IP6 + "/128", "ports": [80]}]},
 ]
 
-STORM_SECONDS = float(os.environ.get("EGRESSD_STORM_SECONDS", "20"))
+STORM_SECONDS = float(os.environ.get("EGRESSD_STORM_SECONDS", "60"))
 
 
 def setUpModule():
@@ -96,21 +96,6 @@ spec = json.loads(sys.argv[1])
 print(json.dumps({"started": True}), flush=True)
 lock = threading.Lock()
 flows = []
-
-
-class Counting:
-    """A socket that counts what goes through it."""
-    def __init__(self, s):
-        self.s, self.sent, self.recvd = s, 0, 0
-    def sendall(self, d):
-        self.s.sendall(d)
-        self.sent += len(d)
-    def recv(self, n):
-        d = self.s.recv(n)
-        self.recvd += len(d)
-        return d
-    def __getattr__(self, k):
-        return getattr(self.s, k)
 
 
 def drain_to_eof(s, timeout):
@@ -165,7 +150,7 @@ def one(job, n):
         r["why"] = "connect: %%s" %% e
         return r
     r["local"] = C.local(raw)
-    s = Counting(raw)
+    s = C.Counting(raw)
     try:
         if job["kind"] == "echo":
             line = ("flow %%s %%d\n" %% (job["name"], n)).encode()
@@ -586,7 +571,7 @@ class DrainUnderLoadTest(StressTest):
 # ---- 3. a reload storm ---------------------------------------------------------------
 
 class ReloadStormTest(StressTest):
-    """A new config every 50 ms for EGRESSD_STORM_SECONDS (default 20),
+    """A new config every 50 ms for EGRESSD_STORM_SECONDS (default 60),
     renamed over the watched file: policy A (with a rule for the probe port)
     and policy B (without), and every 20th write an invalid file, while
     short echo, TLS and HTTP flows run in loops and a long download runs.
