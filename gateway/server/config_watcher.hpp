@@ -12,7 +12,8 @@
 // restarts) a quiet period (other files there, such as an access log, do
 // not);
 // when it ends, the file is read and, if its bytes differ from the last
-// bytes loaded, `on_change` runs — once per burst, on the io_context's
+// bytes loaded (by size and a 64-bit hash: a 100 MB config is not kept
+// twice in memory), `on_change` runs — once per burst, on the io_context's
 // thread. Nothing here parses or applies a config: the gateway's reload
 // path does, the same as for SIGHUP.
 
@@ -22,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -44,9 +46,16 @@ class ConfigWatcher {
 
   // The bytes a reload just read (SIGHUP or this watcher's own): a later
   // burst of events that leaves the file as it is then changes nothing.
-  void loaded(const std::string& content);
+  void loaded(std::string_view content);
 
  private:
+  struct Fingerprint {
+    std::size_t size = 0;
+    std::size_t hash = 0;
+    static Fingerprint of(std::string_view content) noexcept;
+    bool operator==(const Fingerprint&) const = default;
+  };
+
   void read_events();
   // True when the `n` bytes of events in buffer_ name the config file, its
   // symlink target, `..data`, or a watched directory itself.
@@ -61,8 +70,8 @@ class ConfigWatcher {
   std::unique_ptr<boost::asio::posix::stream_descriptor> inotify_;
   boost::asio::steady_timer timer_;
   std::vector<char> buffer_;
-  std::vector<std::string> names_;           // file names in the watched directories that matter
-  std::optional<std::string> last_content_;  // the bytes last loaded
+  std::vector<std::string> names_;          // file names in the watched directories that matter
+  std::optional<Fingerprint> last_loaded_;  // of the bytes last loaded
   bool stopped_ = false;
 };
 

@@ -327,14 +327,16 @@ class Gateway {
     reloader_ = std::make_unique<Reloader>([this](std::uint64_t seq) { prepare_reload(seq); });
     control_io_.run();
 
-    // A reload being prepared finishes first (its result is not applied).
-    reloader_->stop();
-
     if (watcher_) watcher_->stop();
     for (auto& w : workers_) w->io().stop();
     for (auto& t : threads_) t.join();
     access_log_->stop();
     spdlog::info("drained; exiting");
+    // Last: a reload being prepared cannot be interrupted (a large policy
+    // compiles for seconds) and its result is not applied (the control
+    // loop has stopped). Every record is on disk before this wait, so a
+    // SIGKILL at the end of the grace period loses none.
+    reloader_->stop();
     return 0;
   }
 

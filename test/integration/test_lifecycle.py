@@ -885,6 +885,44 @@ def big_policy_config(base, n):
     return cfg
 
 
+class SigtermDuringASlowCompileTest(ReloadHelpers, harness.GatewayTest):
+    """SIGTERM right after SIGHUP with an 800k-rule config, whose reload is
+    prepared for about a second: the drain (none here: open flows are
+    closed at once) ends on time, and every record, the held flow's
+    `drained` one included, is on disk by then, although the process still
+    waits for the compile it cannot interrupt. A SIGKILL at that moment
+    (the end of a grace period) loses nothing."""
+
+    rules = RULES
+    config_overrides = {"timeouts": {"drain_delay": "0s", "drain": "0s"}}
+
+    @harness.skip_under_sanitizer("an 800k-rule compile", only=("tsan",))
+    def test_records_are_on_disk_before_waiting_for_the_compile(self):
+        held = HeldFlow(self, A(W.ECHO_IP, W.ECHO_PORT))
+        done = self.echo_once()
+        self.assertEqual(done.get("recv"), "hi\n")
+        self.flow(src=done["local"])
+        self.write_config(json.dumps(big_policy_config(self.gw.config, 800000), separators=(",", ":")))
+        self.gw.signal(signal.SIGHUP)
+        self.gw.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        drained = None
+        while time.monotonic() - t0 < 5 and drained is None:
+            recs = [r for r in self.log.records() if r.get("event") == "flow" and r.get("src") == held.local]
+            drained = recs[0] if recs else None
+            time.sleep(0.02)
+        still_compiling = self.gw.alive()
+        self.gw.proc.kill()  # the grace period ends
+        self.gw.proc.wait(timeout=10)
+        err = self.stderr()
+        self.assertIsNotNone(drained, "the held flow's record is on disk at the end of the drain:\n" + err)
+        self.assertRecord(drained, close="drained", decision="allow")
+        self.assertIn("drained; exiting", err)
+        self.assertNotRegex(err, r"reloaded .*generation 2", "the big policy was never applied")
+        self.assertTrue(still_compiling, "the compile outlasted the drain (else this proves little):\n" + err)
+        self.assertEqual(held.release("wait").get("closed"), "eof")
+
+
 class SlowReloadTest(ReloadHelpers, harness.GatewayTest):
     """Reloads are prepared on their own thread: /healthz answers while a
     200k-rule policy compiles, and a config swapped in meanwhile is the one
