@@ -173,7 +173,10 @@ TEST(Watcher, DroppedConnectionRewatchesFromTheLastVersion) {
   server.put_pod("a", "one", {"10.0.0.1"});
   Harness h(server.kubeconfig());
   ASSERT_TRUE(eventually([&] { return h.watcher().synced(); }));
-  ASSERT_TRUE(eventually([&] { return server.open_watches("pods") == 1; }));
+  // Both watches open before the drop: a namespaces watch still on its way
+  // would miss it and never be closed.
+  ASSERT_TRUE(eventually(
+      [&] { return server.open_watches("pods") == 1 && server.open_watches("namespaces") == 1; }));
   const auto watches = server.requests("watch pods");
   server.control({{"op", "drop"}});
   EXPECT_TRUE(eventually([&] {
